@@ -1,0 +1,75 @@
+checkpoint acquire_rollouts:
+    output:
+        records=f"{RESULTS}/rollouts/records.jsonl",
+        manifest=f"{RESULTS}/rollouts/manifest.tsv",
+        excluded=f"{RESULTS}/rollouts/excluded.tsv",
+    log:
+        f"{RESULTS}/logs/acquire_rollouts.log",
+    cache: "omit-software"
+    retries: 3
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=resource("data", "mem_mb"),
+        runtime=resource("data", "runtime"),
+    params:
+        source=config["dataset"]["source"],
+        format=config["dataset"]["format"],
+        sampling_folder=config["dataset"]["sampling_folder"],
+        strict=config["dataset"]["strict"],
+        rollouts=rollouts_folders(),
+        problems=config["problems"],
+        correctness=config["correctness"],
+    script:
+        "../scripts/acquire_rollouts.py"
+
+
+rule split_sentences:
+    input:
+        records=f"{RESULTS}/rollouts/records.jsonl",
+    output:
+        f"{RESULTS}/sentences/{{rollouts}}/{{trace}}.json",
+    log:
+        f"{RESULTS}/logs/split_sentences/{{rollouts}}/{{trace}}.log",
+    group:
+        "sentences"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=resource("data", "mem_mb"),
+        runtime=resource("data", "runtime"),
+    params:
+        variant=config["sentences"]["whitebox_variant"],
+    script:
+        "../scripts/split_sentences.py"
+
+
+rule token_spans:
+    input:
+        sentences=model_trace_sentences,
+        records=f"{RESULTS}/rollouts/records.jsonl",
+        model=model_files,
+    output:
+        f"{RESULTS}/tokens/{{model}}/{{trace}}.json",
+    log:
+        f"{RESULTS}/logs/token_spans/{{model}}/{{trace}}.log",
+    group:
+        "sentences"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=resource("data", "mem_mb"),
+        runtime=resource("data", "runtime"),
+    params:
+        model=model_params,
+        rule=config["sentences"]["token_rule"],
+    script:
+        "../scripts/token_spans.py"
+
+
+rule data_all:
+    input:
+        all_sentence_files,
+        all_token_files,
+        f"{RESULTS}/rollouts/excluded.tsv",

@@ -1,0 +1,38 @@
+"""Rule acquire_rollouts: dataset source -> normalised records, manifest and exclusions."""
+
+import pandas as pd
+
+from anchorflow.io import write_jsonl, write_tsv
+from anchorflow.rollouts import AcquisitionError, acquire, exclusion_rows, requested_traces
+from anchorflow.workflow import log_to
+
+log = log_to(snakemake.log[0])
+params = snakemake.params
+requests = requested_traces(params.rollouts, params.problems, params.correctness)
+records, exclusions = acquire(params.source, requests, params.sampling_folder, params.format)
+log.info(
+    "requested %d traces: %d usable, %d excluded", len(requests), len(records), len(exclusions)
+)
+for exclusion in exclusions:
+    log.info(
+        "excluded %s/%s (%s): %s",
+        exclusion.rollouts,
+        exclusion.trace,
+        exclusion.reason,
+        exclusion.detail,
+    )
+if exclusions and params.strict:
+    listing = "; ".join(f"{e.rollouts}/{e.trace}: {e.reason} ({e.detail})" for e in exclusions)
+    raise AcquisitionError(
+        f"dataset.strict is set and {len(exclusions)} trace(s) are unusable: {listing}"
+    )
+if not records:
+    raise AcquisitionError("no usable trace: see excluded.tsv")
+
+columns = ["rollouts", "trace", "problem", "correctness", "reason", "detail"]
+write_tsv(snakemake.output.excluded, pd.DataFrame(exclusion_rows(exclusions), columns=columns))
+write_tsv(
+    snakemake.output.manifest,
+    pd.DataFrame([(r["rollouts"], r["trace"]) for r in records], columns=["rollouts", "trace"]),
+)
+write_jsonl(snakemake.output.records, records)

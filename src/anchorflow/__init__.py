@@ -1,0 +1,1 @@
+"""anchorflow: reproducible white-box analyses of Thought Anchors."""

@@ -1,0 +1,344 @@
+"""Acquisition of math-rollouts traces into normalised records.
+
+Three sources, one code path after the raw files are read (method reference §2):
+
+- ``tree``: the dataset's raw per-file layout through fsspec — ``hf://datasets/uzaymacar/
+  math-rollouts[@revision]`` (huggingface_hub's ``HfFileSystem``: only the files a trace needs are
+  fetched, never the 19.6 GB), any other fsspec URL, or a local folder;
+- ``parquet``: the datasets-compatible export (columns ``path, filename, extension, size_bytes,
+  content``), read with column projection and row filtering: row groups whose ``path`` statistics
+  exclude every wanted file are skipped, and ``content`` is decoded only for row groups that hold a
+  wanted file.
+
+Each usable trace becomes one record (format in ``docs/DEVELOPING.md``). Unusable traces are
+returned as exclusions with a reason; nothing is dropped without being listed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import fsspec
+
+from anchorflow.io import read_jsonl
+from anchorflow.sentences import SentenceLocationError, char_spans, dataset_chunks, split_solution
+
+LOG = logging.getLogger(__name__)
+
+REQUIRED_FILES = ("problem.json", "base_solution.json", "chunks_labeled.json")
+OPTIONAL_FILES = ("chunks.json",)
+TRACE_FILES = REQUIRED_FILES + OPTIONAL_FILES
+CORRECTNESS = ("correct", "incorrect")
+
+
+class AcquisitionError(RuntimeError):
+    """A requested trace is unusable and the run is strict."""
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """One requested trace: a problem's correct or incorrect base solution in a rollouts folder."""
+
+    rollouts: str
+    problem: int
+    correctness: str
+
+    @property
+    def trace(self) -> str:
+        return trace_id(self.problem, self.correctness)
+
+    def folder(self, sampling_folder: str) -> str:
+        """Path of the trace's folder relative to the dataset root."""
+        return (
+            f"{self.rollouts}/{sampling_folder}/{self.correctness}_base_solution/"
+            f"problem_{self.problem}"
+        )
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Why a requested trace is unusable."""
+
+    rollouts: str
+    trace: str
+    problem: int
+    correctness: str
+    reason: str
+    detail: str
+
+
+class TraceDataError(ValueError):
+    """A trace's files are present but unusable; ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def trace_id(problem: int, correctness: str) -> str:
+    """The trace identifier, e.g. ``4682_correct``."""
+    if correctness not in CORRECTNESS:
+        raise ValueError(f"correctness must be one of {CORRECTNESS}, not {correctness!r}")
+    return f"{problem}_{correctness}"
+
+
+def requested_traces(
+    rollouts: Sequence[str], problems: Sequence[int], correctness: Sequence[str]
+) -> list[TraceRequest]:
+    """Every (rollouts, problem, correctness) combination, sorted (correct first)."""
+    return [
+        TraceRequest(folder, problem, kind)
+        for folder in sorted(rollouts)
+        for problem in sorted(problems)
+        for kind in sorted(correctness, key=CORRECTNESS.index)
+    ]
+
+
+def read_tree_files(source: str, paths: Iterable[str]) -> dict[str, str | None]:
+    """Read ``paths`` (relative to ``source``) through fsspec; a missing file is ``None``."""
+    filesystem, root = fsspec.core.url_to_fs(source)
+    root = root.rstrip("/")
+    contents: dict[str, str | None] = {}
+    for path in paths:
+        full = f"{root}/{path}"
+        try:
+            with filesystem.open(full, "rb") as stream:
+                contents[path] = stream.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            contents[path] = None
+    return contents
+
+
+def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, str | None]:
+    """Read ``paths`` from the parquet export at ``source`` (file, folder or glob; any fsspec URL).
+
+    Only the ``path`` column is read for every row group whose statistics admit a wanted path;
+    ``content`` is read only for row groups that contain one.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    wanted = sorted(set(paths))
+    contents: dict[str, str | None] = dict.fromkeys(wanted)
+    if not wanted:
+        return contents
+    filesystem, root = fsspec.core.url_to_fs(source)
+    if filesystem.isdir(root):
+        files = sorted(path for path in filesystem.find(root) if path.endswith(".parquet"))
+    else:
+        files = sorted(filesystem.glob(root)) if any(c in root for c in "*?[") else [root]
+    if not files:
+        raise FileNotFoundError(f"no parquet files at {source}")
+    wanted_array = pa.array(wanted)
+    for file in files:
+        with filesystem.open(file, "rb") as stream:
+            parquet = pq.ParquetFile(stream)
+            path_column = parquet.schema_arrow.get_field_index("path")
+            if path_column < 0 or parquet.schema_arrow.get_field_index("content") < 0:
+                raise ValueError(
+                    f"{file}: not a math-rollouts parquet export (needs path, content)"
+                )
+            for group in range(parquet.num_row_groups):
+                statistics = parquet.metadata.row_group(group).column(path_column).statistics
+                if (
+                    statistics is not None
+                    and statistics.has_min_max
+                    and (statistics.max < wanted[0] or statistics.min > wanted[-1])
+                ):
+                    continue
+                group_paths = parquet.read_row_group(group, columns=["path"]).column("path")
+                mask = pc.is_in(group_paths, value_set=wanted_array)
+                if not pc.any(mask).as_py():
+                    continue
+                table = parquet.read_row_group(group, columns=["path", "content"]).filter(mask)
+                for path, content in zip(
+                    table.column("path").to_pylist(),
+                    table.column("content").to_pylist(),
+                    strict=True,
+                ):
+                    contents[path] = content
+    return contents
+
+
+def _parse(name: str, text: str | None) -> Any:
+    if text is None:
+        raise TraceDataError("missing_file", f"{name} is missing")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TraceDataError("unparsable_json", f"{name}: {error}") from error
+
+
+def _require(mapping: Any, name: str, keys: Sequence[str], kinds: tuple[type, ...]) -> None:
+    if not isinstance(mapping, dict):
+        raise TraceDataError("malformed", f"{name} is not a JSON object")
+    for key in keys:
+        if key not in mapping:
+            raise TraceDataError("malformed", f"{name} has no {key!r}")
+        if not isinstance(mapping[key], kinds):
+            raise TraceDataError(
+                "malformed", f"{name}[{key!r}] has type {type(mapping[key]).__name__}"
+            )
+
+
+def _label_row(row: Any, position: int) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise TraceDataError("malformed", f"chunks_labeled.json[{position}] is not an object")
+    for key in ("chunk", "chunk_idx", "function_tags"):
+        if key not in row:
+            raise TraceDataError("malformed", f"chunks_labeled.json[{position}] has no {key!r}")
+    try:
+        depends_on = sorted({int(value) for value in row.get("depends_on", [])})
+    except (TypeError, ValueError) as error:
+        raise TraceDataError(
+            "malformed", f"chunks_labeled.json[{position}] depends_on: {error}"
+        ) from error
+    label = {
+        "chunk": row["chunk"],
+        "chunk_idx": int(row["chunk_idx"]),
+        "function_tags": list(row["function_tags"]),
+        "depends_on": depends_on,
+    }
+    for key, value in row.items():
+        if key not in label and isinstance(value, int | float) and not isinstance(value, bool):
+            label[key] = float(value)
+    return label
+
+
+def normalise_trace(request: TraceRequest, files: Mapping[str, str | None]) -> dict[str, Any]:
+    """Build the normalised record of one trace from its raw file texts (keyed by file name).
+
+    Raises :class:`TraceDataError` when the trace is unusable: a missing or unparsable file, an
+    API-error stub (an ``error`` key or an empty ``full_cot``), or chunk lists that disagree with
+    the text.
+    """
+    problem = _parse("problem.json", files.get("problem.json"))
+    base = _parse("base_solution.json", files.get("base_solution.json"))
+    labeled = _parse("chunks_labeled.json", files.get("chunks_labeled.json"))
+    chunks_file = files.get("chunks.json")
+    if isinstance(base, dict) and ("error" in base or not base.get("full_cot")):
+        detail = str(base.get("error", "empty full_cot"))[:200]
+        raise TraceDataError("error_stub", f"base_solution.json is an API-error stub: {detail}")
+    _require(problem, "problem.json", ("problem", "gt_answer"), (str,))
+    _require(base, "base_solution.json", ("full_cot", "prompt", "solution"), (str,))
+    if not isinstance(labeled, list) or not labeled:
+        raise TraceDataError("malformed", "chunks_labeled.json is not a non-empty list")
+    labels = [_label_row(row, position) for position, row in enumerate(labeled)]
+    full_cot = base["full_cot"]
+    generated = split_solution(full_cot)
+    expected = dataset_chunks(full_cot)
+    stored = [label["chunk"] for label in labels]
+    if stored != expected:
+        first = next(
+            (i for i, (a, b) in enumerate(zip(stored, expected, strict=False)) if a != b),
+            min(len(stored), len(expected)),
+        )
+        raise TraceDataError(
+            "chunks_disagree",
+            f"chunks_labeled.json ({len(stored)} chunks) differs from the text's split "
+            f"({len(expected)} chunks) from chunk {first}",
+        )
+    chunks_source = "chunks_labeled.json"
+    chunks = generated
+    if chunks_file is not None:
+        chunk_data = _parse("chunks.json", chunks_file)
+        _require(chunk_data, "chunks.json", ("chunks",), (list,))
+        if chunk_data["chunks"] != generated:
+            raise TraceDataError("chunks_disagree", "chunks.json differs from the text's split")
+        chunks_source = "chunks.json"
+    for label in labels:
+        index = label["chunk_idx"]
+        if not 0 <= index < len(chunks) or chunks[index] != label["chunk"]:
+            raise TraceDataError(
+                "chunks_disagree", f"chunk_idx {index} does not point at its chunk text"
+            )
+    try:
+        char_spans(full_cot, generated)
+    except SentenceLocationError as error:
+        raise TraceDataError("sentences_unlocated", str(error)) from error
+    return {
+        "rollouts": request.rollouts,
+        "trace": request.trace,
+        "problem": request.problem,
+        "correctness": request.correctness,
+        "problem_text": problem["problem"],
+        "level": str(problem.get("level", "")),
+        "type": str(problem.get("type", "")),
+        "gt_answer": problem["gt_answer"],
+        "prompt": base["prompt"],
+        "solution": base["solution"],
+        "full_cot": full_cot,
+        "answer": str(base.get("answer", "")),
+        "is_correct": bool(base.get("is_correct", request.correctness == "correct")),
+        "chunks": chunks,
+        "chunks_source": chunks_source,
+        "labels": labels,
+    }
+
+
+def acquire(
+    source: str,
+    requests: Sequence[TraceRequest],
+    sampling_folder: str = "temperature_0.6_top_p_0.95",
+    source_format: str = "tree",
+) -> tuple[list[dict[str, Any]], list[Exclusion]]:
+    """Read and normalise every requested trace; return ``(records, exclusions)``.
+
+    ``len(records) + len(exclusions) == len(requests)`` always.
+    """
+    from tqdm import tqdm
+
+    wanted = {
+        request: {name: f"{request.folder(sampling_folder)}/{name}" for name in TRACE_FILES}
+        for request in requests
+    }
+    all_paths = [path for names in wanted.values() for path in names.values()]
+    if source_format == "tree":
+        contents = read_tree_files(source, tqdm(all_paths, desc="files", unit="file"))
+    elif source_format == "parquet":
+        contents = read_parquet_files(source, all_paths)
+    else:
+        raise ValueError(f"unknown dataset format {source_format!r}")
+    records: list[dict[str, Any]] = []
+    exclusions: list[Exclusion] = []
+    for request in requests:
+        files = {name: contents.get(path) for name, path in wanted[request].items()}
+        try:
+            records.append(normalise_trace(request, files))
+        except TraceDataError as error:
+            LOG.warning("excluded %s/%s: %s", request.rollouts, request.trace, error)
+            exclusions.append(
+                Exclusion(
+                    request.rollouts,
+                    request.trace,
+                    request.problem,
+                    request.correctness,
+                    error.reason,
+                    error.detail,
+                )
+            )
+    return records, exclusions
+
+
+def exclusion_rows(exclusions: Sequence[Exclusion]) -> list[dict[str, Any]]:
+    """Exclusions as rows for ``excluded.tsv``."""
+    return [asdict(exclusion) for exclusion in exclusions]
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    """All records of a ``records.jsonl``."""
+    return read_jsonl(path)
+
+
+def get_record(path: str, rollouts: str, trace: str) -> dict[str, Any]:
+    """The record of one trace; ``KeyError`` naming it when absent."""
+    for record in read_records(path):
+        if record["rollouts"] == rollouts and record["trace"] == trace:
+            return record
+    raise KeyError(f"no record for {rollouts}/{trace} in {path}")

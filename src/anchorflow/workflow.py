@@ -1,0 +1,24 @@
+"""Glue between rule scripts and the library: logging into the rule's log file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def log_to(log_path: str | Path | None, name: str = "anchorflow") -> logging.Logger:
+    """Send logging records and ``sys.stderr`` (tqdm progress bars) to ``log_path``.
+
+    With no path (standalone use) everything stays on the terminal.
+    """
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr = open(log_path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    return logging.getLogger(name)
