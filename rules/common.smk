@@ -1,9 +1,9 @@
-import json
+from pathlib import Path
 
 from anchorflow.config import validate_config
 
 
-validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
 MODELS = {model["name"]: model for model in config["models"]}

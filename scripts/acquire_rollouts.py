@@ -3,7 +3,7 @@
 import pandas as pd
 
 from anchorflow.io import write_jsonl, write_tsv
-from anchorflow.rollouts import AcquisitionError, acquire, exclusion_rows, requested_traces
+from anchorflow.rollouts import acquire, check_usable, exclusion_rows, requested_traces
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
@@ -13,21 +13,7 @@ records, exclusions = acquire(params.source, requests, params.sampling_folder, p
 log.info(
     "requested %d traces: %d usable, %d excluded", len(requests), len(records), len(exclusions)
 )
-for exclusion in exclusions:
-    log.info(
-        "excluded %s/%s (%s): %s",
-        exclusion.rollouts,
-        exclusion.trace,
-        exclusion.reason,
-        exclusion.detail,
-    )
-if exclusions and params.strict:
-    listing = "; ".join(f"{e.rollouts}/{e.trace}: {e.reason} ({e.detail})" for e in exclusions)
-    raise AcquisitionError(
-        f"dataset.strict is set and {len(exclusions)} trace(s) are unusable: {listing}"
-    )
-if not records:
-    raise AcquisitionError("no usable trace: see excluded.tsv")
+check_usable(records, exclusions, params.strict)
 
 columns = ["rollouts", "trace", "problem", "correctness", "reason", "detail"]
 write_tsv(snakemake.output.excluded, pd.DataFrame(exclusion_rows(exclusions), columns=columns))

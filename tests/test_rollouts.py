@@ -20,7 +20,9 @@ from shared_data import (
 
 from anchorflow.demo_data import DEMO_PROBLEM_NUMBERS, ROLLOUTS, write_demo_dataset
 from anchorflow.rollouts import (
+    AcquisitionError,
     acquire,
+    check_usable,
     normalise_trace,
     read_parquet_files,
     read_tree_files,
@@ -189,6 +191,11 @@ def test_bad_traces_are_excluded_with_reasons_and_nothing_else_is_lost(
     expected = [record for record in intact if record["trace"] not in reasons]
     assert records == expected
     assert len(records) + len(exclusions) == len(demo_requests())
+    check_usable(records, exclusions, strict=False)
+    with pytest.raises(AcquisitionError, match="5 requested trace.*101_correct: error_stub"):
+        check_usable(records, exclusions, strict=True)
+    with pytest.raises(AcquisitionError, match="no usable trace"):
+        check_usable([], exclusions, strict=False)
 
 
 def test_missing_optional_chunks_json_is_fine_and_a_wrong_one_is_not(demo_root: Path) -> None:

@@ -326,6 +326,20 @@ def acquire(
     return records, exclusions
 
 
+def check_usable(records: Sequence[Any], exclusions: Sequence[Exclusion], strict: bool) -> None:
+    """Raise :class:`AcquisitionError` when nothing is usable, or anything is not and ``strict``."""
+    if exclusions and strict:
+        listing = "; ".join(f"{e.rollouts}/{e.trace}: {e.reason} ({e.detail})" for e in exclusions)
+        raise AcquisitionError(
+            f"dataset.strict is set and {len(exclusions)} requested trace(s) are unusable: "
+            f"{listing}"
+        )
+    if not records:
+        raise AcquisitionError(
+            f"no usable trace among {len(exclusions)} requested: see excluded.tsv"
+        )
+
+
 def exclusion_rows(exclusions: Sequence[Exclusion]) -> list[dict[str, Any]]:
     """Exclusions as rows for ``excluded.tsv``."""
     return [asdict(exclusion) for exclusion in exclusions]
