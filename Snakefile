@@ -1,6 +1,5 @@
 from snakemake.utils import min_version
 
-
 min_version("9.27")
 
 
@@ -15,6 +14,14 @@ include: "rules/data.smk"
 include: "rules/report.smk"
 include: "rules/common_labels.smk"
 include: "rules/labels.smk"
+include: "rules/common_receivers.smk"
+include: "rules/receivers.smk"
+include: "rules/common_attention.smk"
+include: "rules/attention.smk"
+include: "rules/common_interventions.smk"
+include: "rules/interventions.smk"
+include: "rules/common_suppression.smk"
+include: "rules/suppression.smk"
 
 
 rule all:
@@ -23,3 +30,7 @@ rule all:
         rules.data_all.input,
         rules.report_all.input,
         rules.labels_all.input,
+        rules.attention_all.input,
+        rules.receivers_all.input,
+        rules.interventions_all.input,
+        rules.suppression_all.input,

@@ -2,7 +2,6 @@ from pathlib import Path
 
 from anchorflow.config import validate_config
 
-
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
@@ -63,7 +62,9 @@ def per_trace(pattern, by="rollouts"):
             paths += expand(pattern, rollouts=folder, trace=usable_traces(folder))
     else:
         for model in MODELS:
-            paths += expand(pattern, model=model, trace=usable_traces(model_rollouts(model)))
+            paths += expand(
+                pattern, model=model, trace=usable_traces(model_rollouts(model))
+            )
     return paths
 
 
@@ -74,7 +75,9 @@ def model_params(wildcards):
 
 def model_trace_sentences(wildcards):
     """The sentences file of a model job's trace."""
-    return f"{RESULTS}/sentences/{model_rollouts(wildcards.model)}/{wildcards.trace}.json"
+    return (
+        f"{RESULTS}/sentences/{model_rollouts(wildcards.model)}/{wildcards.trace}.json"
+    )
 
 
 def all_sentence_files(wildcards):

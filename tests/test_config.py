@@ -63,3 +63,23 @@ def test_cli_stops_with_the_key_named(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "sentences.token_rule" in result.stdout + result.stderr
+
+
+def test_stage_schema_defaults_are_filled_through_refs(tmp_path: Path) -> None:
+    (tmp_path / "config.schema.yaml").write_text(
+        "type: object\nproperties:\n"
+        "  stage: {$ref: 'stage.schema.yaml', default: {}}\n"
+        "  other: {$ref: 'other.schema.yaml'}\n"
+    )
+    (tmp_path / "stage.schema.yaml").write_text(
+        "$schema: 'https://json-schema.org/draft/2020-12/schema'\ntype: object\n"
+        "additionalProperties: false\nproperties:\n  top_k: {type: integer, default: 20}\n"
+    )
+    (tmp_path / "other.schema.yaml").write_text(
+        "type: object\ndefault: {}\nproperties:\n  seed: {type: integer, default: 7}\n"
+    )
+    config: dict = {}
+    validate_config(config, tmp_path / "config.schema.yaml")
+    assert config == {"stage": {"top_k": 20}, "other": {"seed": 7}}
+    with pytest.raises(ConfigError, match=r"config key 'stage\.top_k'"):
+        validate_config({"stage": {"top_k": "x"}}, tmp_path / "config.schema.yaml")

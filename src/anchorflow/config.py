@@ -30,11 +30,14 @@ def _with_defaults(validator_class: type) -> type:
     ) -> Iterator[ValidationError]:
         if isinstance(instance, MutableMapping):
             for name, subschema in properties.items():
-                resolved = subschema
-                if "$ref" in subschema:
+                if name in instance:
+                    continue
+                if "default" in subschema:
+                    instance[name] = copy.deepcopy(subschema["default"])
+                elif "$ref" in subschema:
                     resolved = validator._resolver.lookup(subschema["$ref"]).contents
-                if "default" in resolved and name not in instance:
-                    instance[name] = copy.deepcopy(resolved["default"])
+                    if "default" in resolved:
+                        instance[name] = copy.deepcopy(resolved["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
     return validators.extend(validator_class, {"properties": set_defaults})
@@ -45,9 +48,17 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         return yaml.safe_load(stream)
 
 
+def _stage_schema(path: Path) -> dict[str, Any]:
+    """A stage schema without its ``$schema`` key, so the default-filling validator class is kept
+    when a ``$ref`` descends into it (every schema here is draft 2020-12)."""
+    contents = _load_yaml(path)
+    contents.pop("$schema", None)
+    return contents
+
+
 def _registry(schema_dir: Path) -> Registry:
     return Registry().with_resources(
-        (file.name, Resource.from_contents(_load_yaml(file), default_specification=DRAFT202012))
+        (file.name, Resource.from_contents(_stage_schema(file), default_specification=DRAFT202012))
         for file in sorted(schema_dir.glob("*.schema.yaml"))
     )
 

@@ -1,0 +1,82 @@
+from anchorflow.labels.prompt import PROMPT_VERSION
+
+LABELS = config["labels"]
+
+
+def label_uses_api():
+    """Whether any labelling job calls the Anthropic API (source anthropic or agreement)."""
+    return LABELS["source"] == "anthropic" or LABELS["agreement"]
+
+
+def label_settings(source):
+    """Labelling parameters of a source; transport settings excluded (see label_client_settings)."""
+    if source == "dataset":
+        return {"source": "dataset"}
+    keys = ["model", "max_tokens", "temperature", "window_chunks", "context_chunks"]
+    keys += ["max_reasks", "on_invalid"]
+    settings = {key: LABELS[key] for key in keys}
+    return {"source": "anthropic", "prompt_version": PROMPT_VERSION, **settings}
+
+
+def label_params_configured(wildcards):
+    return label_settings(LABELS["source"])
+
+
+def label_params_anthropic(wildcards):
+    return label_settings("anthropic")
+
+
+def label_client_settings(wildcards):
+    """Transport settings of API jobs: retries, backoff, timeouts, batch polling, cache."""
+    keys = ["max_retries", "backoff_base_s", "backoff_max_s", "timeout_s", "batch"]
+    keys += ["poll_interval_s", "poll_timeout_s", "cache_dir"]
+    return {key: LABELS[key] for key in keys}
+
+
+def label_api_slots(wildcards):
+    """`llm_api` resource of a configured-source labelling job: 1 when it may call the API."""
+    return int(LABELS["source"] == "anthropic")
+
+
+def label_batch_marker(wildcards):
+    """The batch summary an API labelling job waits for (batch mode only)."""
+    if LABELS["batch"]:
+        return f"{RESULTS}/labels/{wildcards.rollouts}/batch.json"
+    return []
+
+
+def label_batch_marker_configured(wildcards):
+    if LABELS["source"] == "anthropic":
+        return label_batch_marker(wildcards)
+    return []
+
+
+def anthropic_label_pattern():
+    """Where the Claude labels of a trace live: the main file or the agreement copy."""
+    if LABELS["source"] == "anthropic":
+        return f"{RESULTS}/labels/{{rollouts}}/{{trace}}.json"
+    return f"{RESULTS}/labels/{{rollouts}}/anthropic/{{trace}}.json"
+
+
+def anthropic_label_files(wildcards):
+    return expand(
+        anthropic_label_pattern(),
+        rollouts=wildcards.rollouts,
+        trace=usable_traces(wildcards.rollouts),
+    )
+
+
+def label_targets(wildcards):
+    """Every final output of the labelling stage."""
+    targets = per_trace(f"{RESULTS}/labels/{{rollouts}}/{{trace}}.json")
+    if label_uses_api():
+        targets += expand(
+            f"{RESULTS}/labels/{{rollouts}}/usage.tsv", rollouts=rollouts_folders()
+        )
+    if LABELS["agreement"]:
+        targets += expand(
+            f"{RESULTS}/labels/{{rollouts}}/agreement/{{name}}",
+            rollouts=rollouts_folders(),
+            name=["confusion.png", "confusion.pdf", "per_category.tsv", "kappa.json"],
+        )
+    return targets

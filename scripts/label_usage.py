@@ -1,0 +1,10 @@
+"""Token usage per trace of the Claude labels of a rollouts folder."""
+
+from anchorflow.io import read_json, write_tsv
+from anchorflow.labels.labeller import usage_table
+from anchorflow.workflow import log_to
+
+log = log_to(snakemake.log[0])  # noqa: F821
+table = usage_table([read_json(path) for path in snakemake.input])  # noqa: F821
+write_tsv(snakemake.output[0], table)  # noqa: F821
+log.info("usage of %d traces: %s", len(table), table.sum(numeric_only=True).to_dict())

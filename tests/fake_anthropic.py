@@ -1,0 +1,290 @@
+"""A fake Anthropic Messages API on 127.0.0.1 for the labelling tests.
+
+It answers ``POST /v1/messages``, ``POST /v1/messages/batches``,
+``GET /v1/messages/batches/{id}`` and ``GET /v1/messages/batches/{id}/results`` (JSONL) with
+``tool_use`` content built from known labels: it reads the chunks to label from the prompt,
+finds the one catalogued trace whose problem and chunk texts appear under the same numbers,
+and returns that trace's labels. A request whose chunks match no trace (or the wrong numbers)
+gets HTTP 400, so a shifted index fails the test.
+
+``fault(trace, seen, n_targets)`` decides per request which fault to inject: ``trace`` is the
+catalogue position of the trace the chunks belong to, ``seen`` counts earlier requests of the
+same window (same first user message) and ``n_targets`` is its number of chunks to label.
+Faults: ``429`` (with ``retry-after``),
+``529`` (``overloaded_error``), ``500``, ``drop`` (connection closed without a reply),
+``malformed`` (text that is not JSON), ``missing`` (last chunk left out), ``unknown_tag``,
+``forward`` (a dependency on a later chunk), ``shifted`` (every label one chunk late),
+``max_tokens`` (cut off). Every request is counted per route in ``counts``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TARGETS_MARKER = "[CHUNKS TO LABEL]"
+CHUNK_NUMBER = re.compile(r"^Chunk (\d+):\n", re.MULTILINE)
+RETRY_AFTER_S = "0.02"
+
+Fault = Callable[[int, int, int], str | None]
+
+
+@dataclass
+class CatalogTrace:
+    """What the fake knows of one trace: problem text, chunk texts and the labels to return."""
+
+    problem: str
+    texts: dict[int, str]
+    labels: dict[int, dict[str, Any]]
+
+
+@dataclass
+class Batch:
+    id: str
+    requests: list[dict[str, Any]]
+    polls: int = 0
+
+
+@dataclass
+class FakeState:
+    catalog: list[CatalogTrace]
+    fault: Fault = lambda trace, seen, n_targets: None  # noqa: E731
+    polls_to_end: int = 1
+    batch_errors: set[str] = field(default_factory=set)
+    counts: Counter = field(default_factory=Counter)
+    seen: Counter = field(default_factory=Counter)
+    batches: dict[str, Batch] = field(default_factory=dict)
+    cached_prefixes: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _first_user_text(body: Mapping[str, Any]) -> str:
+    content = body["messages"][0]["content"]
+    return content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+
+
+def _targets(text: str) -> list[int]:
+    return [int(number) for number in CHUNK_NUMBER.findall(text.split(TARGETS_MARKER, 1)[1])]
+
+
+def _find_trace(state: FakeState, text: str, targets: Sequence[int]) -> int | None:
+    """Catalogue position of the one trace whose problem and numbered chunks are all in ``text``."""
+    numbered = [int(number) for number in CHUNK_NUMBER.findall(text)]
+    matches = [
+        position
+        for position, trace in enumerate(state.catalog)
+        if trace.problem in text
+        and all(f"Chunk {i}:\n{trace.texts.get(i)}\n\n" in text for i in targets)
+        and all(f"Chunk {n}:\n{trace.texts.get(n)}\n\n" in text for n in numbered)
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _usage(state: FakeState, body: Mapping[str, Any], output: Any) -> dict[str, int]:
+    system = json.dumps(body.get("system", "")) + json.dumps(body.get("tools", []))
+    cached = len(system) // 4
+    rest = len(json.dumps(body["messages"])) // 4
+    with state.lock:
+        hit = system in state.cached_prefixes
+        state.cached_prefixes.add(system)
+    return {
+        "input_tokens": rest,
+        "output_tokens": len(json.dumps(output)) // 4,
+        "cache_creation_input_tokens": 0 if hit else cached,
+        "cache_read_input_tokens": cached if hit else 0,
+    }
+
+
+def answer(state: FakeState, body: Mapping[str, Any], fault: str | None) -> tuple[int, dict]:
+    """The status and JSON of a messages request, with content faults applied."""
+    text = _first_user_text(body)
+    targets = _targets(text)
+    position = _find_trace(state, text, targets) if targets else None
+    if position is None:
+        error = {"type": "invalid_request_error", "message": "chunks match no catalogued trace"}
+        return 400, {"type": "error", "error": error}
+    trace = state.catalog[position]
+    labels = {str(i): json.loads(json.dumps(trace.labels[i])) for i in targets}
+    stop_reason = "tool_use"
+    if fault == "missing":
+        labels.pop(str(targets[-1]))
+    elif fault == "unknown_tag":
+        labels[str(targets[0])]["function_tags"] = ["brainstorming"]
+    elif fault == "forward":
+        labels[str(targets[0])]["depends_on"] = [targets[0] + 1]
+    elif fault == "shifted":
+        labels = {str(i + 1): labels[str(i)] for i in targets}
+    elif fault == "max_tokens":
+        labels = dict(list(labels.items())[: len(labels) // 2])
+        stop_reason = "max_tokens"
+    tool = body["tool_choice"]["name"]
+    content: list[dict[str, Any]] = [
+        {"type": "tool_use", "id": f"toolu_{len(targets)}", "name": tool, "input": labels}
+    ]
+    if fault == "malformed":
+        content = [{"type": "text", "text": '{"' + str(targets[0]) + '": {"function_tags": ['}]
+        stop_reason = "end_turn"
+    message = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": _usage(state, body, labels),
+    }
+    return 200, message
+
+
+def _batch_json(batch: Batch, ended: bool, base_url: str) -> dict[str, Any]:
+    n = len(batch.requests)
+    return {
+        "id": batch.id,
+        "type": "message_batch",
+        "processing_status": "ended" if ended else "in_progress",
+        "request_counts": {
+            "processing": 0 if ended else n,
+            "succeeded": n if ended else 0,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+        },
+        "created_at": "2026-01-01T00:00:00Z",
+        "expires_at": "2026-01-02T00:00:00Z",
+        "ended_at": "2026-01-01T01:00:00Z" if ended else None,
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": f"{base_url}/v1/messages/batches/{batch.id}/results" if ended else None,
+    }
+
+
+class FakeServer:
+    """The fake API in a background thread; ``base_url`` is ``http://127.0.0.1:<port>``."""
+
+    def __init__(self, catalog: list[CatalogTrace]) -> None:
+        self.state = FakeState(catalog)
+        handler = _handler(self.state, self)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def counts(self) -> Counter:
+        return self.state.counts
+
+    def total(self) -> int:
+        return sum(self.state.counts.values())
+
+
+def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+        def _send(self, status: int, payload: Any, headers: Mapping[str, str] = {}) -> None:  # noqa: B006
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            jsonl = isinstance(payload, bytes)
+            self.send_header("Content-Type", "application/x-jsonl" if jsonl else "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> dict[str, Any]:
+            length = int(self.headers.get("Content-Length", 0))
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self._body()
+            if not (self.headers.get("x-api-key") or self.headers.get("authorization")):
+                self._send(401, {"type": "error", "error": {"type": "authentication_error"}})
+                return
+            if self.path == "/v1/messages":
+                self._messages(body)
+            elif self.path == "/v1/messages/batches":
+                with state.lock:
+                    state.counts["batches.create"] += 1
+                    batch = Batch(f"msgbatch_{len(state.batches) + 1:04d}", body["requests"])
+                    state.batches[batch.id] = batch
+                self._send(200, _batch_json(batch, False, server.base_url))
+            else:
+                self._send(404, {"type": "error", "error": {"type": "not_found_error"}})
+
+        def _messages(self, body: dict[str, Any]) -> None:
+            text = _first_user_text(body)
+            with state.lock:
+                state.counts["messages"] += 1
+                seen = state.seen[text]
+                state.seen[text] += 1
+            targets = _targets(text)
+            position = _find_trace(state, text, targets) if targets else None
+            fault = state.fault(-1 if position is None else position, seen, len(targets))
+            if fault == "drop":
+                self.close_connection = True
+                return
+            if fault == "429":
+                error = {"type": "rate_limit_error", "message": "slow down"}
+                self._send(429, {"type": "error", "error": error}, {"retry-after": RETRY_AFTER_S})
+            elif fault == "529":
+                error = {"type": "overloaded_error", "message": "Overloaded"}
+                self._send(529, {"type": "error", "error": error})
+            elif fault == "500":
+                error = {"type": "api_error", "message": "oops"}
+                self._send(500, {"type": "error", "error": error})
+            else:
+                self._send(*answer(state, body, fault))
+
+        def do_GET(self) -> None:  # noqa: N802
+            match = re.fullmatch(r"/v1/messages/batches/([\w-]+)(/results)?", self.path)
+            batch = state.batches.get(match.group(1)) if match else None
+            if batch is None:
+                self._send(404, {"type": "error", "error": {"type": "not_found_error"}})
+                return
+            if match.group(2):
+                with state.lock:
+                    state.counts["batches.results"] += 1
+                self._send(200, self._results(batch))
+                return
+            with state.lock:
+                state.counts["batches.retrieve"] += 1
+                batch.polls += 1
+                ended = batch.polls >= state.polls_to_end
+            self._send(200, _batch_json(batch, ended, server.base_url))
+
+        def _results(self, batch: Batch) -> bytes:
+            lines = []
+            for request in batch.requests:
+                if request["custom_id"] in state.batch_errors:
+                    error = {"type": "error", "error": {"type": "api_error", "message": "failed"}}
+                    result = {"type": "errored", "error": error}
+                else:
+                    status, message = answer(state, request["params"], None)
+                    result = (
+                        {"type": "succeeded", "message": message}
+                        if status == 200
+                        else {"type": "errored", "error": message}
+                    )
+                lines.append(json.dumps({"custom_id": request["custom_id"], "result": result}))
+            return ("\n".join(lines) + "\n").encode()
+
+    return Handler

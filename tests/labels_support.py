@@ -1,0 +1,54 @@
+"""Shared fixtures of the labelling tests: shared-sample records and the fake API's catalogue."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fake_anthropic import CatalogTrace
+from shared_data import PAPER_PROBLEMS, QWEN14B_ROLLOUTS, SHARED_ROLLOUTS
+
+from anchorflow.labels.dataset import dataset_chunk_labels
+from anchorflow.rollouts import acquire, requested_traces
+
+DUMMY_KEY = "sk-ant-test-dummy-key-0123456789"
+
+
+@cache
+def _shared_records() -> tuple[dict[str, Any], ...]:
+    requests = requested_traces([QWEN14B_ROLLOUTS], PAPER_PROBLEMS, ["correct", "incorrect"])
+    records, exclusions = acquire(str(SHARED_ROLLOUTS), requests)
+    assert not exclusions
+    return tuple(records)
+
+
+def shared_records() -> list[dict[str, Any]]:
+    """The 20 records of the shared sample, built by the acquisition code."""
+    return [dict(record) for record in _shared_records()]
+
+
+def catalog(records: list[dict[str, Any]]) -> list[CatalogTrace]:
+    """What the fake server answers: each trace's dataset labels, keyed by chunk_idx."""
+    traces = []
+    for record in records:
+        chunks, _ = dataset_chunk_labels(record)
+        traces.append(
+            CatalogTrace(
+                problem=record["problem_text"],
+                texts=dict(enumerate(record["chunks"])),
+                labels={
+                    chunk["chunk_idx"]: {
+                        "function_tags": chunk["function_tags"],
+                        "depends_on": chunk["depends_on"],
+                    }
+                    for chunk in chunks
+                },
+            )
+        )
+    return traces
+
+
+def expected_chunks(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The label-file chunks a correct labelling of ``record`` must produce."""
+    chunks, _ = dataset_chunk_labels(record)
+    return chunks
