@@ -1,0 +1,51 @@
+rule build_demo_model:
+    input:
+        records=f"{RESULTS}/rollouts/records.jsonl",
+    output:
+        directory(f"{RESULTS}/models/{{model}}"),
+    log:
+        f"{RESULTS}/logs/build_demo_model/{{model}}.log",
+    conda:
+        "../envs/model.yaml"
+    threads: resource("attention", "threads")
+    resources:
+        mem_mb=resource("attention", "mem_mb"),
+        runtime=resource("attention", "runtime"),
+    params:
+        demo=demo_model_params,
+        rollouts=model_rollouts_param,
+    script:
+        "../scripts/build_demo_model.py"
+
+
+rule sentence_attention:
+    input:
+        tokens=f"{RESULTS}/tokens/{{model}}/{{trace}}.json",
+        records=f"{RESULTS}/rollouts/records.jsonl",
+        model=model_files,
+    output:
+        f"{RESULTS}/attention/{{model}}/{{trace}}.npz",
+    log:
+        f"{RESULTS}/logs/sentence_attention/{{model}}/{{trace}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sentence_attention/{{model}}/{{trace}}.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: resource("attention", "threads")
+    resources:
+        gpu=resource("attention", "gpu"),
+        mem_mb=resource("attention", "mem_mb"),
+        runtime=resource("attention", "runtime"),
+    params:
+        model=model_params,
+        query_block=ATTENTION["query_block"],
+        save_matrices=ATTENTION["save_matrices"],
+        proximity_ignore=config["receivers"]["proximity_ignore"],
+        control_depth=config["receivers"]["control_depth"],
+    script:
+        "../scripts/sentence_attention.py"
+
+
+rule attention_all:
+    input:
+        attention_targets,
