@@ -1,0 +1,194 @@
+rule intervention_conditions:
+    input:
+        receivers=intervention_receiver_heads,
+        model=model_files,
+    output:
+        f"{RESULTS}/interventions/{{model}}/conditions.json",
+    log:
+        f"{RESULTS}/logs/intervention_conditions/{{model}}.log",
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        mem_mb=resource("intervention_tables", "mem_mb"),
+        runtime=resource("intervention_tables", "runtime"),
+    params:
+        interventions=INTERVENTIONS,
+        model=model_params,
+    script:
+        "../scripts/intervention_conditions.py"
+
+
+rule intervention_head_means:
+    input:
+        records=f"{RESULTS}/rollouts/records.jsonl",
+        model=model_files,
+    output:
+        f"{RESULTS}/interventions/{{model}}/head_means.npz",
+    log:
+        f"{RESULTS}/logs/intervention_head_means/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/intervention_head_means/{{model}}.tsv"
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        gpu=resource("interventions", "gpu"),
+        mem_mb=resource("interventions", "mem_mb"),
+        runtime=resource("interventions", "runtime"),
+    params:
+        model=model_params,
+        rollouts=intervention_rollouts,
+        prompt_format=INTERVENTIONS["prompt_format"],
+        settings=INTERVENTIONS["head_means"],
+    script:
+        "../scripts/intervention_head_means.py"
+
+
+rule intervention_generate:
+    input:
+        unpack(intervention_problem_inputs),
+        unpack(intervention_means_input),
+        conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
+        records=f"{RESULTS}/rollouts/records.jsonl",
+        model=model_files,
+    output:
+        f"{RESULTS}/interventions/{{model}}/{{experiment}}/generations/{{condition}}/{{shard}}.json",
+    log:
+        f"{RESULTS}/logs/intervention_generate/{{model}}/{{experiment}}/{{condition}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/intervention_generate/{{model}}/{{experiment}}/{{condition}}/{{shard}}.tsv"
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        gpu=resource("interventions", "gpu"),
+        mem_mb=resource("interventions", "mem_mb"),
+        runtime=resource("interventions", "runtime"),
+    params:
+        generation=intervention_generation_params,
+        model=model_params,
+        rollouts=intervention_rollouts,
+    script:
+        "../scripts/intervention_generate.py"
+
+
+rule intervention_score:
+    input:
+        shards=intervention_shards,
+    output:
+        scored=f"{RESULTS}/interventions/{{model}}/{{experiment}}/scored.jsonl",
+        accuracy=f"{RESULTS}/interventions/{{model}}/{{experiment}}/accuracy.tsv",
+    log:
+        f"{RESULTS}/logs/intervention_score/{{model}}/{{experiment}}.log",
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        mem_mb=resource("intervention_tables", "mem_mb"),
+        runtime=resource("intervention_tables", "runtime"),
+    params:
+        extractor=INTERVENTIONS["extractor"],
+    script:
+        "../scripts/intervention_score.py"
+
+
+rule intervention_amplification:
+    input:
+        accuracy=f"{RESULTS}/interventions/{{model}}/amplification/accuracy.tsv",
+        conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
+    output:
+        table=report(
+            f"{RESULTS}/interventions/{{model}}/amplification/amplification.tsv",
+            caption="../report/interventions_amplification.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        markdown=f"{RESULTS}/interventions/{{model}}/amplification/amplification.md",
+        png=report(
+            f"{RESULTS}/interventions/{{model}}/amplification/amplification.png",
+            caption="../report/interventions_amplification.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        pdf=f"{RESULTS}/interventions/{{model}}/amplification/amplification.pdf",
+        data=f"{RESULTS}/interventions/{{model}}/amplification/amplification_data.csv",
+    log:
+        f"{RESULTS}/logs/intervention_amplification/{{model}}.log",
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        mem_mb=resource("intervention_tables", "mem_mb"),
+        runtime=resource("intervention_tables", "runtime"),
+    script:
+        "../scripts/intervention_amplification.py"
+
+
+rule intervention_ablation:
+    input:
+        accuracy=f"{RESULTS}/interventions/{{model}}/ablation/accuracy.tsv",
+        conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
+    output:
+        table=report(
+            f"{RESULTS}/interventions/{{model}}/ablation/ablation.tsv",
+            caption="../report/interventions_ablation.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        draws=f"{RESULTS}/interventions/{{model}}/ablation/ablation_draws.tsv",
+        markdown=f"{RESULTS}/interventions/{{model}}/ablation/ablation.md",
+        png=report(
+            f"{RESULTS}/interventions/{{model}}/ablation/ablation.png",
+            caption="../report/interventions_ablation.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        pdf=f"{RESULTS}/interventions/{{model}}/ablation/ablation.pdf",
+        data=f"{RESULTS}/interventions/{{model}}/ablation/ablation_data.csv",
+    log:
+        f"{RESULTS}/logs/intervention_ablation/{{model}}.log",
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        mem_mb=resource("intervention_tables", "mem_mb"),
+        runtime=resource("intervention_tables", "runtime"),
+    script:
+        "../scripts/intervention_ablation.py"
+
+
+rule intervention_counterfactual:
+    input:
+        shards=intervention_shards,
+        records=f"{RESULTS}/rollouts/records.jsonl",
+        conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
+    output:
+        sentences=f"{RESULTS}/interventions/{{model}}/{{experiment}}/importance.tsv",
+        table=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category.tsv",
+            caption="../report/interventions_counterfactual.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        markdown=f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category.md",
+        png=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category.png",
+            caption="../report/interventions_counterfactual.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        pdf=f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category.pdf",
+        data=f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category_data.csv",
+    log:
+        f"{RESULTS}/logs/intervention_counterfactual/{{model}}/{{experiment}}.log",
+    wildcard_constraints:
+        experiment="counterfactual",
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        mem_mb=resource("intervention_tables", "mem_mb"),
+        runtime=resource("intervention_tables", "runtime"),
+    params:
+        counterfactual=intervention_counterfactual_params,
+    script:
+        "../scripts/intervention_counterfactual.py"
+
+
+rule interventions_all:
+    input:
+        interventions_targets,

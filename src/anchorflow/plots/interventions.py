@@ -1,0 +1,108 @@
+"""Figures of the head-intervention experiments, each drawn from its tidy data frame."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from anchorflow.plots import figure_style
+
+
+def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Accuracy (95 % Wilson interval) against scale, one line per receiver-head set size;
+    the baseline is a horizontal band. ``table``: :func:`anchorflow.scoring.amplification_table`."""
+    data = table[["condition", "k", "scale", "accuracy", "ci_low", "ci_high", "n"]].copy()
+    with figure_style():
+        figure, axis = plt.subplots(figsize=(5.5, 3.8))
+        baseline = data[data["k"] == 0]
+        if not baseline.empty:
+            row = baseline.iloc[0]
+            axis.axhspan(row["ci_low"], row["ci_high"], color="0.85", label="baseline 95% CI")
+            axis.axhline(row["accuracy"], color="0.4", lw=1)
+        for k, group in data[data["k"] > 0].groupby("k"):
+            group = group.sort_values("scale")
+            positions = np.arange(len(group))
+            axis.errorbar(
+                positions,
+                group["accuracy"],
+                yerr=[group["accuracy"] - group["ci_low"], group["ci_high"] - group["accuracy"]],
+                marker="o",
+                capsize=3,
+                label=f"top-{k} receiver heads",
+            )
+            axis.set_xticks(positions, [f"{s:g}" for s in group["scale"]])
+        axis.set_xlabel("scale of the heads' o_proj input")
+        axis.set_ylabel("accuracy")
+        axis.set_ylim(-0.02, 1.02)
+        axis.legend(frameon=False, fontsize=8)
+        figure.tight_layout()
+    return figure, data
+
+
+def ablation_figure(summary: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Accuracy against the number of ablated heads: receiver heads (Wilson interval) vs
+    layer-matched random heads (mean ± 95 % interval across draws)."""
+    data = summary.drop(columns=["receiver_heads"])
+    with figure_style():
+        figure, axis = plt.subplots(figsize=(5, 3.8))
+        axis.errorbar(
+            data["k"],
+            data["receiver_accuracy"],
+            yerr=[
+                data["receiver_accuracy"] - data["receiver_ci_low"],
+                data["receiver_ci_high"] - data["receiver_accuracy"],
+            ],
+            marker="o",
+            capsize=3,
+            label="receiver heads",
+        )
+        random_err = [
+            (data["random_mean"] - data["random_ci_low"]).fillna(0),
+            (data["random_ci_high"] - data["random_mean"]).fillna(0),
+        ]
+        axis.errorbar(
+            data["k"] + 0.05,
+            data["random_mean"],
+            yerr=random_err,
+            marker="s",
+            capsize=3,
+            label="random heads (matched layers)",
+        )
+        axis.set_xticks(data["k"])
+        axis.set_xlabel("number of ablated heads")
+        axis.set_ylabel("accuracy")
+        axis.set_ylim(-0.02, 1.02)
+        axis.legend(frameon=False, fontsize=8)
+        figure.tight_layout()
+    return figure, data
+
+
+def counterfactual_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Mean counterfactual importance (± s.e.m.) per sentence category, bars per condition.
+    ``table``: :func:`anchorflow.counterfactual.importance_by_category`."""
+    data = table.copy()
+    categories = sorted(data["category"].unique())
+    conditions = list(dict.fromkeys(data["condition"]))
+    width = 0.8 / max(len(conditions), 1)
+    with figure_style():
+        figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(categories)), 3.8))
+        for index, condition in enumerate(conditions):
+            rows = data[data["condition"] == condition].set_index("category").reindex(categories)
+            positions = np.arange(len(categories)) + (index - (len(conditions) - 1) / 2) * width
+            axis.bar(
+                positions,
+                rows["mean"],
+                width,
+                yerr=rows["sem"].fillna(0),
+                capsize=2,
+                label=condition,
+            )
+        axis.set_xticks(
+            np.arange(len(categories)), [c.replace("_", "\n") for c in categories], fontsize=8
+        )
+        axis.set_ylabel("counterfactual importance (KL, nats)")
+        axis.legend(frameon=False, fontsize=8)
+        figure.tight_layout()
+    return figure, data

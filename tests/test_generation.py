@@ -1,0 +1,203 @@
+"""Batched generation: left padding, per-row seeds, prompts, problem selection and shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+from anchorflow.generation import (
+    PAPER_PROMPT,
+    GenerationItem,
+    SamplingSettings,
+    build_prompt,
+    experiment_items,
+    generate,
+    nucleus_probabilities,
+    problem_items,
+    select_problems,
+    shard,
+)
+from anchorflow.interventions import HeadIntervention, stable_seed
+
+WORDS = ["<pad>", "<eos>", "<bos>"] + [f"w{i}" for i in range(45)]
+FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+
+
+def tiny(family: str):
+    config_class, model_class = FAMILIES[family]
+    config = config_class(
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="w0"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>"
+    )
+    return model, tokenizer
+
+
+PROMPTS = ["w3 w4 w5 w6 w7 w8 w9 w10 w11", "w12", "w20 w21 w22", "w30 w31 w32 w33 w34"]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("interventions", [[], [HeadIntervention(1, 2, "scale", 4.0)]])
+def test_alone_and_in_left_padded_batch_give_same_greedy_tokens(family, interventions):
+    model, tokenizer = tiny(family)
+    items = [GenerationItem(str(i), p, i) for i, p in enumerate(PROMPTS)]
+    greedy = SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=12, batch_size=4)
+    batched = generate(model, tokenizer, items, greedy, interventions)
+    alone = generate(model, tokenizer, items, SamplingSettings(0.0, 1.0, 12, 1), interventions)
+    assert [row["text"] for row in batched] == [row["text"] for row in alone]
+    assert all(row["n_tokens"] > 0 for row in batched)
+    assert batched[0]["batch_items"] == ["0", "1", "2", "3"]
+    assert alone[2]["batch_items"] == ["2"]
+
+
+def test_sampling_is_per_row_deterministic_and_seed_dependent():
+    model, tokenizer = tiny("qwen2")
+    settings = SamplingSettings(temperature=1.0, top_p=0.95, max_new_tokens=10, batch_size=4)
+    items = [GenerationItem(str(i), p, 100 + i) for i, p in enumerate(PROMPTS)]
+    first = generate(model, tokenizer, items, settings)
+    again = generate(model, tokenizer, items, settings)
+    alone = generate(model, tokenizer, items[1:2], settings)
+    reseeded = generate(model, tokenizer, [GenerationItem("1", PROMPTS[1], 999)], settings)
+    assert [r["text"] for r in first] == [r["text"] for r in again]
+    assert alone[0]["text"] == first[1]["text"]
+    assert reseeded[0]["text"] != first[1]["text"]
+
+
+def test_nucleus_matches_transformers_warpers():
+    scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 3
+    ours = nucleus_probabilities(scores, 0.6, 0.95)
+    warped = TopPLogitsWarper(0.95)(None, TemperatureLogitsWarper(0.6)(None, scores.clone()))
+    torch.testing.assert_close(ours, torch.softmax(warped, dim=-1), rtol=1e-5, atol=1e-7)
+
+
+def test_prompt_formats():
+    assert build_prompt("1+1?", "raw") == (
+        "Solve this math problem step by step. You MUST put your final answer in \\boxed{}. "
+        "Problem: 1+1? Solution: \n<think>\n"
+    )
+    assert PAPER_PROMPT.endswith("Solution: \n<think>\n")
+    _, tokenizer = tiny("qwen2")
+    tokenizer.chat_template = "{% for m in messages %}<u>{{ m['content'] }}{% endfor %}<a>"
+    assert build_prompt("2?", "chat", tokenizer).endswith("Problem: 2?<a>")
+    with pytest.raises(ValueError):
+        build_prompt("x", "fancy")
+
+
+def test_seeds_are_stable_and_distinct():
+    assert stable_seed(0, "amplification", 4682, 1, "baseline") == stable_seed(
+        0, "amplification", 4682, 1, "baseline"
+    )
+    seeds = {
+        stable_seed(0, "a", problem, sample, cond)
+        for problem in range(5)
+        for sample in range(4)
+        for cond in ("x", "y")
+    }
+    assert len(seeds) == 40
+    assert all(0 <= seed < 2**63 for seed in seeds)
+
+
+SELECTED = [
+    {"problem_idx": "problem_1", "problem": "P1", "gt_answer": "1", "accuracy": 0.5},
+    {"problem_idx": "problem_2", "problem": "P2", "gt_answer": "2", "accuracy": 0.9},
+    {"problem_idx": "problem_3", "problem": "P3", "gt_answer": "", "accuracy": 0.5},
+    {"problem_idx": "problem_4", "problem": "P4", "gt_answer": "4", "accuracy": 0.25},
+]
+
+
+def test_select_problems_filters_and_counts():
+    chosen = select_problems("selected", selected=SELECTED, accuracy_min=0.25, accuracy_max=0.75)
+    assert [p["problem"] for p in chosen] == [1, 4]
+    with pytest.raises(ValueError, match="only 2"):
+        select_problems(
+            "selected", selected=SELECTED, accuracy_min=0.25, accuracy_max=0.75, n_problems=3
+        )
+    records = [
+        {"problem": 7, "problem_text": "Q", "gt_answer": "3"},
+        {"problem": 5, "problem_text": "R", "gt_answer": "9"},
+        {"problem": 7, "problem_text": "Q", "gt_answer": "3"},
+    ]
+    assert [p["problem"] for p in select_problems("records", records=records)] == [5, 7]
+
+
+def test_items_and_shards_partition_the_work():
+    problems = [{"problem": 5, "gt_answer": "1"}, {"problem": 7, "gt_answer": "2"}]
+    items = problem_items(problems, ["a", "b"], 3, (0, "ablation", "baseline"))
+    assert [i.item_id for i in items] == ["5/0", "5/1", "5/2", "7/0", "7/1", "7/2"]
+    parts = [shard(items, index, 4) for index in range(4)]
+    assert sorted(i.item_id for part in parts for i in part) == sorted(i.item_id for i in items)
+    with pytest.raises(ValueError):
+        shard(items, 4, 4)
+
+
+def _params(paired: bool) -> dict:
+    return {
+        "seed": 0,
+        "paired_seeds": paired,
+        "prompt_format": "raw",
+        "problems": {"source": "records", "accuracy_min": 0, "accuracy_max": 1, "n_problems": None},
+        "experiment": {
+            "samples_per_problem": 2,
+            "traces": ["7_correct"],
+            "n_resamples": 2,
+            "max_sentences": 1,
+        },
+    }
+
+
+RECORDS = [
+    {
+        "rollouts": "r",
+        "trace": "7_correct",
+        "problem": 7,
+        "problem_text": "Q",
+        "gt_answer": "3",
+        "chunks": ["One step.", "Two steps."],
+    }
+]
+
+
+def test_experiment_items_paired_and_unpaired_seeds():
+    paired = [experiment_items("ablation", _params(True), c, None, RECORDS) for c in "ab"]
+    unpaired = [experiment_items("ablation", _params(False), c, None, RECORDS) for c in "ab"]
+    assert [i.seed for i in paired[0]] == [i.seed for i in paired[1]]
+    assert not {i.seed for i in unpaired[0]} & {i.seed for i in unpaired[1]}
+    assert paired[0][0].meta == {"problem": 7, "sample": 0, "gt_answer": "3"}
+    assert paired[0][0].prompt == build_prompt("Q", "raw")
+
+
+def test_experiment_items_counterfactual_prefixes():
+    items = experiment_items("counterfactual", _params(True), "base", None, RECORDS, rollouts="r")
+    assert [i.item_id for i in items] == [
+        "7_correct/0/0",
+        "7_correct/0/1",
+        "7_correct/1/0",
+        "7_correct/1/1",
+    ]
+    assert items[2].prompt == build_prompt("Q", "raw") + "One step."
+    assert items[2].meta["prefix"] == 1
+    with pytest.raises(ValueError, match="not among"):
+        experiment_items("counterfactual", _params(True), "base", None, RECORDS, rollouts="x")

@@ -1,0 +1,219 @@
+"""Answer extraction, equivalence and accuracy summaries (method reference §10)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest
+
+from anchorflow.scoring import (
+    answers_match,
+    extract_answer,
+    markdown_table,
+    normalize_latex,
+    score_text,
+    summarise,
+    wilson_interval,
+)
+
+
+def test_extractor_is_brace_balanced_first_or_last():
+    text = "draft \\boxed{\\frac{1}{2}} then \\boxed{ 3 } and a broken \\boxed{4"
+    assert extract_answer(text, "first") == "\\frac{1}{2}"
+    assert extract_answer(text, "last") == "3"
+    assert extract_answer("no answer here") is None
+    assert extract_answer("\\boxed{\\text{(A)}}") == "\\text{(A)}"
+    with pytest.raises(ValueError):
+        extract_answer(text, "middle")
+
+
+@pytest.mark.parametrize(
+    ("prediction", "gold"),
+    [
+        ("-\\frac{1}{4027}", "-\\frac{1} { 4027}"),
+        ("6.17", "6.17"),
+        ("16\\sqrt{3}", "16\\sqrt{3}"),
+        ("16 \\sqrt 3", "16\\sqrt{3}"),
+        ("\\dfrac{289}{259}", "\\frac{289}{259}"),
+        ("\\frac{-5}{12}", "-\\frac{5}{12}"),
+        ("0.2", "\\frac{1}{5}"),
+        ("88,572", "88572"),
+        ("\\text{August}", "\\text{August}"),
+    ],
+)
+def test_equivalent_answer_pairs(prediction, gold):
+    assert answers_match(prediction, gold)[0]
+
+
+@pytest.mark.parametrize(
+    ("prediction", "gold"),
+    [
+        ("6.18", "6.17"),
+        ("16\\sqrt{2}", "16\\sqrt{3}"),
+        ("\\frac{289}{258}", "\\frac{289}{259}"),
+        ("4027", "-\\frac{1}{4027}"),
+        (None, "1"),
+        ("", "1"),
+    ],
+)
+def test_different_answer_pairs(prediction, gold):
+    assert not answers_match(prediction, gold)[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-(10**6), 10**6), st.sampled_from(["{}", " {} ", "{{{}}}", "{}.", "${}$"]))
+def test_integers_in_different_formats(value, template):
+    assert answers_match(template.format(value), str(value))[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 500), st.integers(2, 500), st.booleans())
+def test_fractions_in_different_formats(numerator, denominator, negative):
+    value = Fraction(numerator, denominator) * (-1 if negative else 1)
+    sign = "-" if value < 0 else ""
+    gold = f"{sign}\\frac{{{abs(value.numerator)}}}{{{value.denominator}}}"
+    for prediction in (
+        f"{sign}\\dfrac{{{abs(value.numerator)}}} {{ {value.denominator}}}",
+        f"{sign}{abs(value.numerator)}/{value.denominator}",
+    ):
+        assert answers_match(prediction, gold)[0], (prediction, gold)
+    assert not answers_match(
+        f"{sign}\\frac{{{abs(value.numerator) + value.denominator}}}{{{value.denominator}}}", gold
+    )[0]
+
+
+def test_normalisation_follows_the_paper():
+    assert normalize_latex(" \\dfrac{1}{2} ") == "\\frac{1}{2}"
+    assert normalize_latex("50\\%") == "50"
+    assert normalize_latex("3\\times 4") == "3*4"
+    assert normalize_latex("2\\pi") == "2pi"
+    assert normalize_latex("\\text{Hello}") == "hello"
+    assert normalize_latex("{a}+{b}") == "{a}+{b}"
+
+
+def test_score_text_fields():
+    row = score_text("so x=2</think> the answer is \\boxed{2}", "2")
+    assert row == {
+        "finished": True,
+        "boxed": True,
+        "answer": "2",
+        "correct": True,
+        "match_method": "string",
+    }
+    assert score_text("still thinking \\boxed{2}", "2")["finished"] is False
+
+
+@pytest.mark.parametrize(("successes", "total"), [(5, 20), (3, 7), (19, 20)])
+def test_wilson_interval_matches_scipy(successes, total):
+    reference = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(successes, total)
+    assert low == pytest.approx(reference.low, abs=1e-12)
+    assert high == pytest.approx(reference.high, abs=1e-12)
+
+
+def test_wilson_interval_edges():
+    assert wilson_interval(0, 10)[0] == 0.0
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_summarise_counts_unfinished_as_wrong():
+    rows = [
+        {"condition": "a", "correct": True, "finished": True, "boxed": True, "n_tokens": 10},
+        {"condition": "a", "correct": True, "finished": False, "boxed": True, "n_tokens": 20},
+        {"condition": "a", "correct": False, "finished": True, "boxed": False, "n_tokens": 30},
+        {"condition": "b", "correct": False, "finished": False, "boxed": False, "n_tokens": 5},
+    ]
+    table = summarise(rows, ["condition"]).set_index("condition")
+    assert table.loc["a", "accuracy"] == pytest.approx(1 / 3)
+    assert table.loc["a", "accuracy_any"] == pytest.approx(2 / 3)
+    assert table.loc["a", "conditional_accuracy"] == pytest.approx(1 / 2)
+    assert table.loc["a", "finished_rate"] == pytest.approx(2 / 3)
+    assert table.loc["a", "mean_tokens"] == 20
+    assert math.isnan(table.loc["b", "conditional_accuracy"])
+    assert "| a |" in markdown_table(table.reset_index())
+
+
+def test_experiment_tables():
+    import pandas as pd
+
+    from anchorflow.scoring import ablation_table, amplification_table
+
+    accuracy = pd.DataFrame(
+        {
+            "condition": [
+                "baseline",
+                "top1_zero",
+                "random1_zero_draw0",
+                "random1_zero_draw1",
+                "top1_x2",
+            ],
+            "accuracy": [0.5, 0.1, 0.4, 0.6, 0.2],
+            "ci_low": [0.3, 0.0, 0.2, 0.4, 0.1],
+            "ci_high": [0.7, 0.3, 0.6, 0.8, 0.4],
+            "n": [10] * 5,
+        }
+    )
+    conditions = {
+        "baseline": {"kind": "baseline", "heads": []},
+        "top1_zero": {"kind": "receivers", "heads": [[2, 1]], "k": 1},
+        "random1_zero_draw0": {
+            "kind": "random",
+            "heads": [[2, 0]],
+            "k": 1,
+            "draw": 0,
+            "draw_seed": 5,
+        },
+        "random1_zero_draw1": {
+            "kind": "random",
+            "heads": [[2, 3]],
+            "k": 1,
+            "draw": 1,
+            "draw_seed": 6,
+        },
+    }
+    summary, draws = ablation_table(accuracy.iloc[:4], conditions)
+    row = summary.set_index("k").loc[1]
+    assert row["receiver_heads"] == "L2H1" and row["random_mean"] == pytest.approx(0.5)
+    assert row["random_ci_low"] < 0.5 < row["random_ci_high"] and row["n_draws"] == 2
+    assert list(draws["heads"]) == ["L2H0", "L2H3"]
+    amp = amplification_table(
+        accuracy.iloc[[0, 4]],
+        {
+            "baseline": conditions["baseline"],
+            "top1_x2": {"kind": "receivers", "heads": [[2, 1]], "k": 1, "scale": 2.0},
+        },
+    )
+    assert list(amp["scale"]) == [1.0, 2.0] and list(amp["k"]) == [0, 1]
+    from anchorflow.plots.interventions import ablation_figure, amplification_figure
+
+    for figure, data in (amplification_figure(amp), ablation_figure(summary)):
+        assert len(data) == 2 and figure.axes
+
+
+def test_real_selected_problems_answers():
+    """On the paper's 106 problems: every observed correct answer matches the gold answer and
+    no observed incorrect answer does, except one that only differs by a ``y =`` prefix."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "resources" / "selected_problems.json"
+    problems = json.loads(path.read_text(encoding="utf-8"))
+    assert len(problems) == 106
+    missed = [
+        (p["problem_idx"], answer)
+        for p in problems
+        for answer in p["correct_answers"]
+        if not answers_match(answer, p["gt_answer"])[0]
+    ]
+    accepted = [
+        (p["problem_idx"], answer)
+        for p in problems
+        for answer in p["incorrect_answers"]
+        if answers_match(answer, p["gt_answer"])[0]
+    ]
+    assert missed == []
+    assert accepted == [("problem_6940", "y = \\dfrac{x^2}{4} - 1")]
