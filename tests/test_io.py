@@ -37,6 +37,13 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    write_json(tmp_path / "x.json", {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_json_and_tsv_are_canonical(tmp_path: Path) -> None:
     write_json(tmp_path / "x.json", {"b": np.float32(0.5), "a": [np.int64(1)]})
     assert (tmp_path / "x.json").read_text() == '{\n  "a": [\n    1\n  ],\n  "b": 0.5\n}\n'
