@@ -1,0 +1,59 @@
+"""Rule suppression_receiver_heads: KL at the final position when only the receiver heads are
+suppressed, for each trace's highest- and lowest-scoring sentence (cf. ARENA's 217x example).
+The KL is the full-vocabulary one, as ARENA's: at a single position the nucleus emulation's -1e9
+fill makes any token that leaves the baseline's nucleus dominate the value."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from anchorflow.io import read_json, read_tsv, write_tsv
+from anchorflow.models import load_model
+from anchorflow.rollouts import get_record
+from anchorflow.suppression import (
+    KLSettings,
+    extreme_sentences,
+    suppression_heads,
+    suppression_matrix,
+    trace_input_ids,
+)
+from anchorflow.workflow import log_to
+
+log = log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+spec = snakemake.params.model
+settings = snakemake.params.settings
+kl = KLSettings("full", settings["temperature"])
+scores = read_tsv(snakemake.input.scores)
+model, tokenizer = load_model(spec)
+heads = suppression_heads(model, "receivers", read_tsv(snakemake.input.heads))
+rows = []
+for path, trace in zip(snakemake.input.tokens, snakemake.params.traces, strict=True):
+    tokens = read_json(path)
+    record = get_record(snakemake.input.records, spec["rollouts"], trace)
+    ids = trace_input_ids(tokenizer, record["full_cot"], tokens["n_tokens"])
+    n_tokens = len(ids) if settings["max_tokens"] is None else min(len(ids), settings["max_tokens"])
+    spans = np.asarray(tokens["token_spans"], dtype=np.int64)
+    score = scores[scores["trace"] == trace].sort_values("sentence")["receiver_score"].to_numpy()
+    chosen = extreme_sentences(score, (spans[:, 0] >= 1) & (spans[:, 0] < n_tokens))
+    result = suppression_matrix(
+        model, ids, spans, kl, heads=heads, sentences=list(chosen.values()), max_tokens=n_tokens
+    )
+    for which, sentence in chosen.items():
+        final_kl = float(result.token_kl[sentence, n_tokens - 1])
+        rows.append(
+            {
+                "trace": trace,
+                "which": which,
+                "sentence": sentence,
+                "receiver_score": float(score[sentence]),
+                "final_position_kl": final_kl,
+                "n_tokens": n_tokens,
+            }
+        )
+    log.info("%s: %s", trace, rows[-2:])
+table = pd.DataFrame(rows)
+highest = table[table["which"] == "highest"].set_index("trace")["final_position_kl"]
+lowest = table[table["which"] == "lowest"].set_index("trace")["final_position_kl"]
+table["highest_over_lowest"] = table["trace"].map(highest / lowest)
+write_tsv(snakemake.output[0], table)
