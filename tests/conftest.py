@@ -1,0 +1,158 @@
+"""Shared fixtures for the end-to-end workflow tests (marker ``slow``).
+
+The workflow tests never touch the checkout's own ``results/``: each run happens in a fresh copy
+of the repository's workflow files under a pytest temp dir. One completed demo run
+(``demo_baseline``) is shared by every test of the session that needs one.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = "demo/config.yaml"
+DEMO_RUN = "demo"
+RUN_TIMEOUT_SECONDS = 1800
+
+# Not part of the workflow: development state, caches, earlier results, other sessions' tests.
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".snakemake",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".cache",
+    "__pycache__",
+    "*.egg-info",
+    "results",
+    "tests",
+    "bench",
+)
+
+# Result files that legitimately differ between runs: logs, benchmark and timing records, the
+# HTML report (embeds run dates).
+VOLATILE_DIRS = {"logs", "benchmarks"}
+VOLATILE_SUFFIXES = (".log", ".html", ".zip")
+FIGURE_SUFFIXES = (".png", ".pdf")
+
+
+@dataclass(frozen=True)
+class WorkflowCopy:
+    """A copy of the workflow in ``root``; its demo results go to ``root/results/demo``."""
+
+    root: Path
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results" / DEMO_RUN
+
+
+def snakemake_command(*args: str) -> list[str]:
+    """The command line of the snakemake installed beside this Python."""
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without settings that would change how snakemake runs."""
+    environment = dict(os.environ)
+    for name in ("SNAKEMAKE_PROFILE", "SNAKEMAKE_OUTPUT_CACHE"):
+        environment.pop(name, None)
+    return environment
+
+
+def copy_workflow(destination: Path) -> WorkflowCopy:
+    """Copy the repository's workflow files (no results, caches or tests) to ``destination``."""
+    shutil.copytree(REPO_ROOT, destination, ignore=COPY_IGNORE, dirs_exist_ok=True)
+    return WorkflowCopy(destination)
+
+
+def run_snakemake(
+    workflow: WorkflowCopy,
+    *args: str,
+    environment: dict[str, str] | None = None,
+    timeout: float = RUN_TIMEOUT_SECONDS,
+) -> subprocess.CompletedProcess[str]:
+    """Run snakemake in ``workflow.root``; fail the test with its output if it fails."""
+    completed = subprocess.run(
+        snakemake_command(*args),
+        cwd=workflow.root,
+        env=environment or clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        pytest.fail(
+            f"snakemake {' '.join(args)} failed with exit code {completed.returncode}\n"
+            f"--- stdout\n{completed.stdout[-5000:]}\n--- stderr\n{completed.stderr[-10000:]}"
+        )
+    return completed
+
+
+def run_demo(workflow: WorkflowCopy, *args: str) -> subprocess.CompletedProcess[str]:
+    """The demo DAG as documented (``--cores 2 --configfile demo/config.yaml``), plus ``args``."""
+    return run_snakemake(workflow, "--cores", "2", "--configfile", DEMO_CONFIG, *args)
+
+
+def is_volatile(relative: Path) -> bool:
+    """Whether a result file may differ between identical runs (logs, benchmarks, timings)."""
+    return (
+        bool(VOLATILE_DIRS.intersection(relative.parts[:-1]))
+        or relative.name.endswith(VOLATILE_SUFFIXES)
+        or "timing" in relative.name
+        or "benchmark" in relative.name
+    )
+
+
+def result_files(results: Path) -> set[Path]:
+    """Relative paths of the comparable files under ``results`` (symlinks followed)."""
+    return {
+        path.relative_to(results)
+        for path in results.rglob("*")
+        if path.is_file() and not is_volatile(path.relative_to(results))
+    }
+
+
+def figure_data_file(figure: Path) -> Path:
+    """The tidy data file written beside a figure: ``name.png`` -> ``name_data.csv``."""
+    return figure.with_name(f"{figure.stem}_data.csv")
+
+
+def result_differences(expected: Path, actual: Path) -> list[str]:
+    """Every way the result tree ``actual`` differs from ``expected``.
+
+    Every file must be byte-equal, figures included: the figures (PNG, PDF) are written without
+    dates, so they are deterministic too, and each must have its ``_data.csv`` beside it.
+    Logs, benchmarks and timing files are not compared.
+    """
+    expected_files = result_files(expected)
+    actual_files = result_files(actual)
+    differences = [f"missing: {path}" for path in sorted(expected_files - actual_files)]
+    differences += [f"unexpected: {path}" for path in sorted(actual_files - expected_files)]
+    for path in sorted(expected_files & actual_files):
+        if path.suffix in FIGURE_SUFFIXES and figure_data_file(path) not in expected_files:
+            differences.append(f"figure without its _data.csv: {path}")
+        if not filecmp.cmp(expected / path, actual / path, shallow=False):
+            differences.append(f"differs: {path}")
+    return differences
+
+
+@pytest.fixture(scope="session")
+def demo_baseline(tmp_path_factory: pytest.TempPathFactory) -> WorkflowCopy:
+    """One completed demo run in a fresh copy of the workflow, shared by the session's tests.
+
+    Tests must not change it; a test that needs to modify a run makes its own copy.
+    """
+    workflow = copy_workflow(tmp_path_factory.mktemp("demo-baseline"))
+    run_demo(workflow)
+    return workflow
