@@ -1,6 +1,8 @@
 from pathlib import Path
 
 from anchorflow.config import validate_config
+from anchorflow.rollouts import requested_traces, source_fingerprint
+from anchorflow.workflow import code_digest
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
@@ -23,6 +25,15 @@ def resource(family, key):
 def rollouts_folders():
     """The dataset model folders the configured models read their traces from."""
     return sorted({model["rollouts"] for model in config["models"]})
+
+
+def dataset_fingerprint():
+    """Digest of the local dataset files the run reads (the URL alone for remote sources)."""
+    dataset = config["dataset"]
+    requests = requested_traces(rollouts_folders(), config["problems"], config["correctness"])
+    return source_fingerprint(
+        dataset["source"], requests, dataset["sampling_folder"], dataset["format"]
+    )
 
 
 def model_rollouts(model):

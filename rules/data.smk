@@ -21,6 +21,8 @@ checkpoint acquire_rollouts:
         rollouts=rollouts_folders(),
         problems=config["problems"],
         correctness=config["correctness"],
+        source_fingerprint=dataset_fingerprint(),
+        code=code_digest("rollouts", "sentences", "io"),
     script:
         "../scripts/acquire_rollouts.py"
 

@@ -7,18 +7,18 @@ from anchorflow.labels.labeller import Settings, make_api
 from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
-log = log_to(snakemake.log[0])  # noqa: F821
-client = snakemake.params.client  # noqa: F821
-rollouts = snakemake.wildcards.rollouts  # noqa: F821
-manifest = read_tsv(snakemake.input.manifest)  # noqa: F821
+log = log_to(snakemake.log[0])
+client = snakemake.params.client
+rollouts = snakemake.wildcards.rollouts
+manifest = read_tsv(snakemake.input.manifest)
 usable = set(manifest.loc[manifest["rollouts"] == rollouts, "trace"])
 records = [
     record
-    for record in read_records(snakemake.input.records)  # noqa: F821
+    for record in read_records(snakemake.input.records)
     if record["rollouts"] == rollouts and record["trace"] in usable
 ]
 labeller = BatchLabeller(
-    Settings.from_params(snakemake.params.labelling),  # noqa: F821
+    Settings.from_params(snakemake.params.labelling),
     make_api(client, log),
     ResponseCache(client["cache_dir"]),
     client["poll_interval_s"],
@@ -27,4 +27,4 @@ labeller = BatchLabeller(
 )
 summary = labeller.run(records)
 log.info("batch summary: %s", summary)
-write_json(snakemake.output[0], {"summary": summary, "params": dict(snakemake.params.labelling)})  # noqa: F821
+write_json(snakemake.output[0], {"summary": summary, "params": dict(snakemake.params.labelling)})

@@ -3,13 +3,13 @@
 from anchorflow.labels import label_trace_file
 from anchorflow.workflow import log_to
 
-log = log_to(snakemake.log[0])  # noqa: F821
+log = log_to(snakemake.log[0])
 label_trace_file(
-    snakemake.input.records,  # noqa: F821
-    snakemake.wildcards.rollouts,  # noqa: F821
-    snakemake.wildcards.trace,  # noqa: F821
-    snakemake.output[0],  # noqa: F821
-    dict(snakemake.params.labelling),  # noqa: F821
-    dict(snakemake.params.client),  # noqa: F821
+    snakemake.input.records,
+    snakemake.wildcards.rollouts,
+    snakemake.wildcards.trace,
+    snakemake.output[0],
+    dict(snakemake.params.labelling),
+    dict(snakemake.params.client),
     log,
 )

@@ -4,7 +4,7 @@ from anchorflow.io import read_json, write_tsv
 from anchorflow.labels.labeller import usage_table
 from anchorflow.workflow import log_to
 
-log = log_to(snakemake.log[0])  # noqa: F821
-table = usage_table([read_json(path) for path in snakemake.input])  # noqa: F821
-write_tsv(snakemake.output[0], table)  # noqa: F821
+log = log_to(snakemake.log[0])
+table = usage_table([read_json(path) for path in snakemake.input])
+write_tsv(snakemake.output[0], table)
 log.info("usage of %d traces: %s", len(table), table.sum(numeric_only=True).to_dict())

@@ -6,6 +6,7 @@ fill makes any token that leaves the baseline's nucleus dominate the value."""
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from anchorflow.io import read_json, read_tsv, write_tsv
 from anchorflow.models import load_model
@@ -28,7 +29,8 @@ scores = read_tsv(snakemake.input.scores)
 model, tokenizer = load_model(spec)
 heads = suppression_heads(model, "receivers", read_tsv(snakemake.input.heads))
 rows = []
-for path, trace in zip(snakemake.input.tokens, snakemake.params.traces, strict=True):
+traces = list(zip(snakemake.input.tokens, snakemake.params.traces, strict=True))
+for path, trace in tqdm(traces, desc="traces", unit="trace"):
     tokens = read_json(path)
     record = get_record(snakemake.input.records, spec["rollouts"], trace)
     ids = trace_input_ids(tokenizer, record["full_cot"], tokens["n_tokens"])

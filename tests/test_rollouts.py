@@ -219,3 +219,22 @@ def test_hf_source_is_resolved_lazily_without_contacting_the_hub() -> None:
     filesystem, root = fsspec.core.url_to_fs("hf://datasets/uzaymacar/math-rollouts")
     assert type(filesystem).__name__ == "HfFileSystem"
     assert root == "datasets/uzaymacar/math-rollouts"
+
+
+def test_source_fingerprint_follows_local_content_only(demo_root: Path, tmp_path: Path) -> None:
+    from anchorflow.rollouts import source_fingerprint
+
+    requests = demo_requests()
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_root, copy)
+    before = source_fingerprint(str(copy), requests, SAMPLING_FOLDER, "tree")
+    assert before == source_fingerprint(str(copy), requests, SAMPLING_FOLDER, "tree")
+    problem = copy / requests[3].folder(SAMPLING_FOLDER) / "problem.json"
+    problem.write_text(problem.read_text().replace("marbles", "pebbles"))
+    assert source_fingerprint(str(copy), requests, SAMPLING_FOLDER, "tree") != before
+    remote = source_fingerprint(
+        "hf://datasets/uzaymacar/math-rollouts", requests, SAMPLING_FOLDER, "tree"
+    )
+    assert remote != source_fingerprint(
+        "hf://datasets/uzaymacar/math-rollouts@v2", requests, SAMPLING_FOLDER, "tree"
+    )

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from transformers import AttentionInterface, PreTrainedModel
 
 from anchorflow.models import encode_text
@@ -75,6 +76,7 @@ class _Collector:
     query_block: int
     plans: dict[int, _BlockPlan]  # block start -> plan, for blocks with sentence rows
     sums: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [heads, n, n]
+    progress: tqdm | None = None  # advanced once per finished layer
 
 
 def _block_plans(
@@ -169,6 +171,8 @@ def _streamed_attention(
             _add_block(sums, rows_in_plan, collector.key_membership, plan)
         del probabilities
     collector.sums[module.layer_idx] = sums
+    if collector.progress is not None:
+        collector.progress.update()
     return output.unsqueeze(0), None
 
 
@@ -216,6 +220,7 @@ def _streamed_pass(
         key_membership=torch.as_tensor(membership, device=device),
         query_block=query_block,
         plans=_block_plans(spans, length, query_block, device),
+        progress=tqdm(total=model.config.num_hidden_layers, desc="layers", unit="layer"),
     )
     token = _ACTIVE.set(collector)
     try:
@@ -223,6 +228,7 @@ def _streamed_pass(
             model.base_model(input_ids=input_ids, use_cache=False)
     finally:
         _ACTIVE.reset(token)
+        collector.progress.close()
     layers = model.config.num_hidden_layers
     if sorted(collector.sums) != list(range(layers)):
         raise RuntimeError(f"expected {layers} attention layers, saw {sorted(collector.sums)}")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 OPS = ("scale", "zero", "mean")
 
@@ -202,7 +203,7 @@ def compute_head_means(
             handles.append(
                 layers[layer].self_attn.o_proj.register_forward_pre_hook(make_hook(layer))
             )
-        for batch in batches:
+        for batch in tqdm(batches, desc="reference traces", unit="trace"):
             mask_holder["mask"] = batch["attention_mask"]
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             n_tokens += int(batch["attention_mask"].sum())

@@ -340,6 +340,40 @@ def check_usable(records: Sequence[Any], exclusions: Sequence[Exclusion], strict
         )
 
 
+def source_fingerprint(
+    source: str, requests: Sequence[TraceRequest], sampling_folder: str, source_format: str
+) -> str:
+    """A short digest of what a local source holds for ``requests``, for cache keys and reruns.
+
+    Local folders: the bytes of every requested trace file present. Local parquet exports: the
+    names and sizes of the parquet files. Remote sources (``hf://``, ...): the URL alone (pin a
+    revision with ``@revision``); nothing is contacted.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{source_format}|{source}".encode())
+    filesystem, root = fsspec.core.url_to_fs(source)
+    protocols = filesystem.protocol
+    if "file" not in ((protocols,) if isinstance(protocols, str) else protocols):
+        return digest.hexdigest()[:16]
+    root = root.rstrip("/")
+    if source_format == "parquet":
+        if filesystem.isdir(root):
+            files = sorted(p for p in filesystem.find(root) if p.endswith(".parquet"))
+        else:
+            files = sorted(filesystem.glob(root))
+        for file in files:
+            digest.update(f"{file}|{filesystem.size(file)}".encode())
+        return digest.hexdigest()[:16]
+    for request in requests:
+        for name in TRACE_FILES:
+            path = f"{root}/{request.folder(sampling_folder)}/{name}"
+            if filesystem.exists(path):
+                digest.update(path.encode())
+                digest.update(filesystem.cat_file(path))
+    return digest.hexdigest()[:16]
+
+
 def exclusion_rows(exclusions: Sequence[Exclusion]) -> list[dict[str, Any]]:
     """Exclusions as rows for ``excluded.tsv``."""
     return [asdict(exclusion) for exclusion in exclusions]

@@ -253,35 +253,26 @@ def _lookup(table: Nucleus, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def nucleus_kl(baseline: Nucleus, suppressed: Nucleus, temperature: float) -> torch.Tensor:
     """Emulate ``calculate_kl_divergence_sparse``: KL over the union of the kept ids, ids kept
-    by only one side filled with ``-1e9``, each side renormalised over the union. ``[...]``."""
+    by only one side filled with ``-1e9``, each side renormalised over the union. ``[...]``.
+
+    In float64 a ``-1e9`` logit at temperature 0.6 has probability exactly 0, so the union
+    reduces to: ``p`` is the softmax over the baseline's kept ids; ``log q`` of a baseline id is
+    its suppressed log-probability where the suppressed side keeps it, else the fill's
+    ``(-1e9) / T - logsumexp_Q``; ids kept only by the suppressed side have ``p = 0``.
+    """
     shape = torch.broadcast_shapes(baseline.ids.shape, suppressed.ids.shape)
-    baseline = Nucleus(*(values.expand(shape).contiguous() for values in baseline))
+    baseline = Nucleus(*(values.expand(shape) for values in baseline))
     suppressed = Nucleus(*(values.expand(shape).contiguous() for values in suppressed))
-    in_suppressed, suppressed_at_baseline = _lookup(suppressed, baseline.ids)
-    in_baseline, _ = _lookup(baseline, suppressed.ids)
-    only_suppressed = suppressed.keep & ~in_baseline
-    absent = torch.full_like(baseline.logits, -math.inf)
-    fill = torch.full_like(baseline.logits, NUCLEUS_FILL)
-    baseline_union = torch.cat(
-        [
-            torch.where(baseline.keep, baseline.logits, absent),
-            torch.where(only_suppressed, fill, absent),
-        ],
-        dim=-1,
+    in_suppressed, suppressed_at_baseline = _lookup(suppressed, baseline.ids.contiguous())
+    absent = torch.full_like(suppressed.logits, -math.inf)
+    log_p = torch.log_softmax(
+        torch.where(baseline.keep, baseline.logits, absent) / temperature, dim=-1
     )
-    suppressed_union = torch.cat(
-        [
-            torch.where(
-                baseline.keep, torch.where(in_suppressed, suppressed_at_baseline, fill), absent
-            ),
-            torch.where(only_suppressed, suppressed.logits, absent),
-        ],
-        dim=-1,
+    normaliser_q = torch.logsumexp(
+        torch.where(suppressed.keep, suppressed.logits, absent) / temperature, dim=-1, keepdim=True
     )
-    return _kl_from_log_probs(
-        torch.log_softmax(baseline_union / temperature, dim=-1),
-        torch.log_softmax(suppressed_union / temperature, dim=-1),
-    )
+    log_q = torch.where(in_suppressed, suppressed_at_baseline, NUCLEUS_FILL) / temperature
+    return _kl_from_log_probs(log_p, log_q - normaliser_q)
 
 
 def _prepare(logits: torch.Tensor, settings: KLSettings) -> torch.Tensor | Nucleus:

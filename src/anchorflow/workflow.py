@@ -22,3 +22,20 @@ def log_to(log_path: str | Path | None, name: str = "anchorflow") -> logging.Log
         force=True,
     )
     return logging.getLogger(name)
+
+
+def code_digest(*modules: str) -> str:
+    """A short SHA-256 of the source of ``anchorflow`` modules (e.g. ``"rollouts"``).
+
+    Passed as a rule parameter, it makes a change to the package code a rule runs rerun that rule
+    and enter its between-workflow cache key (Snakemake itself only tracks the rule's script).
+    """
+    import hashlib
+    import importlib
+
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        module = importlib.import_module(f"anchorflow.{name}")
+        digest.update(name.encode())
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
