@@ -30,7 +30,9 @@ def rollouts_folders():
 def dataset_fingerprint():
     """Digest of the local dataset files the run reads (the URL alone for remote sources)."""
     dataset = config["dataset"]
-    requests = requested_traces(rollouts_folders(), config["problems"], config["correctness"])
+    requests = requested_traces(
+        rollouts_folders(), config["problems"], config["correctness"]
+    )
     return source_fingerprint(
         dataset["source"], requests, dataset["sampling_folder"], dataset["format"]
     )
