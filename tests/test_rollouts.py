@@ -228,7 +228,7 @@ def test_source_fingerprint_follows_local_content_only(demo_root: Path, tmp_path
     copy = tmp_path / "copy"
     shutil.copytree(demo_root, copy)
     before = source_fingerprint(str(copy), requests, SAMPLING_FOLDER, "tree")
-    assert before == source_fingerprint(str(copy), requests, SAMPLING_FOLDER, "tree")
+    assert before == source_fingerprint(str(demo_root), requests, SAMPLING_FOLDER, "tree")
     problem = copy / requests[3].folder(SAMPLING_FOLDER) / "problem.json"
     problem.write_text(problem.read_text().replace("marbles", "pebbles"))
     assert source_fingerprint(str(copy), requests, SAMPLING_FOLDER, "tree") != before

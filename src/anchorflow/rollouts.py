@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -345,17 +346,19 @@ def source_fingerprint(
 ) -> str:
     """A short digest of what a local source holds for ``requests``, for cache keys and reruns.
 
+    It names files relative to the source, so two checkouts of the same data agree.
+
     Local folders: the bytes of every requested trace file present. Local parquet exports: the
     names and sizes of the parquet files. Remote sources (``hf://``, ...): the URL alone (pin a
     revision with ``@revision``); nothing is contacted.
     """
     import hashlib
 
-    digest = hashlib.sha256(f"{source_format}|{source}".encode())
     filesystem, root = fsspec.core.url_to_fs(source)
     protocols = filesystem.protocol
     if "file" not in ((protocols,) if isinstance(protocols, str) else protocols):
-        return digest.hexdigest()[:16]
+        return hashlib.sha256(f"{source_format}|{source}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(source_format.encode())
     root = root.rstrip("/")
     if source_format == "parquet":
         if filesystem.isdir(root):
@@ -363,13 +366,14 @@ def source_fingerprint(
         else:
             files = sorted(filesystem.glob(root))
         for file in files:
-            digest.update(f"{file}|{filesystem.size(file)}".encode())
+            digest.update(f"{Path(file).name}|{filesystem.size(file)}".encode())
         return digest.hexdigest()[:16]
     for request in requests:
         for name in TRACE_FILES:
-            path = f"{root}/{request.folder(sampling_folder)}/{name}"
+            relative = f"{request.folder(sampling_folder)}/{name}"
+            path = f"{root}/{relative}"
             if filesystem.exists(path):
-                digest.update(path.encode())
+                digest.update(relative.encode())
                 digest.update(filesystem.cat_file(path))
     return digest.hexdigest()[:16]
 
