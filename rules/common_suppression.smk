@@ -24,6 +24,7 @@ def suppression_settings():
         "top_p",
         "max_k",
         "batch_size",
+        "query_block",
         "heads",
         "max_tokens",
     ]

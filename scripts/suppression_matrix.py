@@ -39,6 +39,7 @@ with tqdm(total=len(spans), desc="suppressed sentences") as bar:
         kl,
         heads=heads,
         batch_size=settings["batch_size"],
+        query_block=settings["query_block"],
         max_tokens=settings["max_tokens"],
         progress=bar.update,
     )
@@ -53,6 +54,7 @@ metadata = {
     "heads": settings["heads"],
     "head_pairs": [] if heads is None else receivers[["layer", "head"]].to_numpy().tolist(),
     "batch_size_used": result.batch_size,
+    "query_block_used": result.query_block,
     "n_oom_retries": result.n_oom_retries,
     "conventions": CONVENTIONS,
     "params": settings,

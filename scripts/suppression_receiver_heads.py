@@ -39,7 +39,15 @@ for path, trace in tqdm(traces, desc="traces", unit="trace"):
     score = scores[scores["trace"] == trace].sort_values("sentence")["receiver_score"].to_numpy()
     chosen = extreme_sentences(score, (spans[:, 0] >= 1) & (spans[:, 0] < n_tokens))
     result = suppression_matrix(
-        model, ids, spans, kl, heads=heads, sentences=list(chosen.values()), max_tokens=n_tokens
+        model,
+        ids,
+        spans,
+        kl,
+        heads=heads,
+        sentences=list(chosen.values()),
+        max_tokens=n_tokens,
+        batch_size=settings["batch_size"],
+        query_block=settings["query_block"],
     )
     for which, sentence in chosen.items():
         final_kl = float(result.token_kl[sentence, n_tokens - 1])

@@ -57,11 +57,12 @@ def token_ids(n_tokens: int = N_TOKENS, seed: int = 1) -> torch.Tensor:
 
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
 @pytest.mark.parametrize("mode", ["full", "nucleus"])
-def test_matrix_equals_reference_loop(family: str, mode: str) -> None:
+@pytest.mark.parametrize("query_block", [7, 64])
+def test_matrix_equals_reference_loop(family: str, mode: str, query_block: int) -> None:
     model = tiny_model(family)
     settings = KLSettings(mode=mode)
     ids = token_ids()
-    fast = suppression_matrix(model, ids, SPANS, settings, batch_size=3)
+    fast = suppression_matrix(model, ids, SPANS, settings, batch_size=3, query_block=query_block)
     naive = reference_suppression_matrix(model, ids, SPANS, settings)
     np.testing.assert_allclose(fast.log_kl, naive, atol=1e-4, rtol=0)
     upper = np.triu_indices(len(SPANS), k=1)
@@ -83,10 +84,13 @@ def test_unpeaked_nucleus_and_token_cut_match_reference() -> None:
     assert fast.suppressed.tolist() == [True] * 5 + [False] * 2
 
 
-def test_sdpa_equals_eager() -> None:
+@pytest.mark.parametrize("query_block", [5, 64])
+def test_sdpa_equals_eager(query_block: int) -> None:
     settings = KLSettings(mode="full")
     eager = suppression_matrix(tiny_model("llama"), token_ids(), SPANS, settings, batch_size=4)
-    sdpa = suppression_matrix(tiny_model("llama", "sdpa"), token_ids(), SPANS, settings)
+    sdpa = suppression_matrix(
+        tiny_model("llama", "sdpa"), token_ids(), SPANS, settings, query_block=query_block
+    )
     np.testing.assert_allclose(sdpa.log_kl, eager.log_kl, atol=1e-4, rtol=0)
 
 
@@ -111,6 +115,52 @@ def test_suppression_leaves_earlier_positions_unchanged() -> None:
     assert model.config._attn_implementation == "eager"
     torch.testing.assert_close(suppressed[:start], baseline[:start], rtol=0, atol=0)
     assert (suppressed[start:] - baseline[start:]).abs().amax(dim=-1).min() > 1e-4
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("query_block", [1, 6, 13, N_TOKENS - 1])
+def test_query_blocks_reproduce_whole_attention(attention: str, query_block: int) -> None:
+    """Eager, blocks of two rows or more: bit for bit (the benchmark's exact matrix rests on
+    it); one-row blocks and SDPA: within 1e-5."""
+    model = tiny_model("llama", attention)
+    tolerance = 0.0 if attention == "eager" and query_block > 1 else 1e-5
+    ids = token_ids()[None].expand(2, -1)
+    keys = torch.zeros(2, N_TOKENS, dtype=torch.bool)
+    keys[0, 9:14] = True
+    keys[1, 27:35] = True
+    heads = head_selection([(1, 0), (1, 3)], num_layers=2, num_heads=4, device="cpu")
+    with torch.no_grad(), suppression_attention(model):
+        for suppress in [
+            {},
+            {"suppressed_keys": keys},
+            {"suppressed_keys": keys, "suppressed_heads": heads},
+        ]:
+            whole = model(ids, **suppress).logits
+            blocked = model(ids, query_block=query_block, **suppress).logits
+            torch.testing.assert_close(blocked, whole, rtol=0, atol=tolerance)
+    late = torch.zeros(2, N_TOKENS, dtype=torch.bool)
+    late[0, 22:27] = True
+    late[1, 27:35] = True
+    with torch.no_grad(), suppression_attention(model):
+        whole = model(ids, suppressed_keys=late).logits
+        cache = model(ids[:, :20], use_cache=True).past_key_values
+        continued = model(
+            ids[:, 20:], past_key_values=cache, suppressed_keys=late, query_block=query_block
+        ).logits
+    torch.testing.assert_close(continued, whole[:, 20:], rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    ("n_queries", "block", "sizes"),
+    [(10, 4, [4, 4, 2]), (9, 4, [4, 5]), (1, 4, [1]), (4, 4, [4]), (5, 1, [1, 1, 1, 2])],
+)
+def test_query_blocks_cover_rows_without_one_row_remainder(
+    n_queries: int, block: int, sizes: list[int]
+) -> None:
+    blocks = suppression.query_blocks(n_queries, block)
+    assert [piece.stop - piece.start for piece in blocks] == sizes
+    assert blocks[0].start == 0 and blocks[-1].stop == n_queries
+    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=False))
 
 
 def attention_weights(model: torch.nn.Module, **suppress: object) -> tuple[torch.Tensor, ...]:
@@ -166,6 +216,16 @@ def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suppression, "_forward_suppressed", small_batches_only)
     result = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=8)
     assert (result.batch_size, result.n_oom_retries) == (2, 2)
+    np.testing.assert_allclose(result.log_kl, expected.log_kl, atol=1e-5, rtol=0)
+
+    def small_blocks_only(*args: object, **kwargs: object) -> torch.Tensor:
+        if args[3].shape[0] > 1 or args[6] > 4:
+            raise torch.OutOfMemoryError("injected")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(suppression, "_forward_suppressed", small_blocks_only)
+    result = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=2, query_block=16)
+    assert (result.batch_size, result.query_block, result.n_oom_retries) == (1, 4, 3)
     np.testing.assert_allclose(result.log_kl, expected.log_kl, atol=1e-5, rtol=0)
 
     def always(*args: object, **kwargs: object) -> torch.Tensor:

@@ -95,6 +95,15 @@ def suppression_mask(
     return torch.where(blocked, minimum, attention_mask[..., :key_length])
 
 
+def query_blocks(n_queries: int, block: int) -> list[slice]:
+    """Row slices of at most ``block`` query rows, except that a one-row remainder joins the
+    block before it: one row goes through a matrix-vector kernel whose rounding differs."""
+    firsts = list(range(0, n_queries, block))
+    if len(firsts) > 1 and n_queries - firsts[-1] == 1:
+        firsts.pop()
+    return [slice(first, end) for first, end in zip(firsts, [*firsts[1:], n_queries], strict=True)]
+
+
 def _suppressing_attention(implementation: str) -> Callable[..., Any]:
     def attention(
         module: torch.nn.Module,
@@ -106,19 +115,37 @@ def _suppressing_attention(implementation: str) -> Callable[..., Any]:
         dropout: float = 0.0,
         suppressed_keys: torch.Tensor | None = None,
         suppressed_heads: HeadSelection | None = None,
+        query_block: int | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         stock = _stock_attention(module, implementation)
         layer_heads = None if suppressed_heads is None else suppressed_heads.get(module.layer_idx)
-        if suppressed_keys is not None and (suppressed_heads is None or layer_heads is not None):
-            if attention_mask is None:
-                raise ValueError("attention suppression needs a materialised attention mask")
-            attention_mask = suppression_mask(
-                attention_mask, suppressed_keys, layer_heads, key.shape[-2]
-            )
-        return stock(
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        suppress = suppressed_keys is not None and (
+            suppressed_heads is None or layer_heads is not None
         )
+        if suppress and attention_mask is None:
+            raise ValueError("attention suppression needs a materialised attention mask")
+        n_queries, n_keys = query.shape[-2], key.shape[-2]
+        outputs = []
+        for rows in query_blocks(n_queries, query_block or n_queries):
+            mask = None if attention_mask is None else attention_mask[..., rows, :n_keys]
+            if suppress:
+                mask = suppression_mask(mask, suppressed_keys, layer_heads, n_keys)
+            outputs.append(
+                stock(
+                    module,
+                    query[:, :, rows],
+                    key,
+                    value,
+                    mask,
+                    scaling=scaling,
+                    dropout=dropout,
+                    **kwargs,
+                )
+            )
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat([output for output, _ in outputs], dim=1), None
 
     return attention
 
@@ -138,7 +165,10 @@ def suppression_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Switch ``model`` to the suppressing wrapper of its own attention for the block.
 
     Inside, ``model(..., suppressed_keys=bool [batch, keys], suppressed_heads=HeadSelection)``
-    suppresses; without those arguments the forward is the stock one.
+    suppresses; without those arguments the forward is the stock one. ``query_block=B`` computes
+    attention about ``B`` query rows at a time (:func:`query_blocks`) against all keys: the same
+    arithmetic per row, bit for bit on CPU for blocks of two rows or more, with
+    ``[batch, heads, B + 1, keys]`` scores at most.
     """
     original = model.config._attn_implementation
     if original not in SUPPRESSION_IMPLEMENTATIONS:
@@ -331,14 +361,15 @@ class SuppressionResult:
     """``log_kl`` float32 ``[n, n]`` (rows affected, columns suppressed; NaN columns for
     sentences not suppressed, NaN rows for sentences beyond the token cut); ``token_kl`` float32
     ``[n, T]`` (NaN rows for sentences not suppressed); ``spans`` int ``[n, 2]`` as used;
-    ``suppressed`` bool ``[n]``; ``batch_size`` the last batch size (after out-of-memory
-    halvings)."""
+    ``suppressed`` bool ``[n]``; ``batch_size`` and ``query_block`` as last used (after
+    out-of-memory halvings)."""
 
     log_kl: np.ndarray
     token_kl: np.ndarray
     spans: np.ndarray
     n_tokens: int
     batch_size: int
+    query_block: int
     n_oom_retries: int
     suppressed: np.ndarray
 
@@ -350,6 +381,7 @@ def _forward_suppressed(
     suppressed_keys: torch.Tensor,
     heads: HeadSelection | None,
     start: int,
+    query_block: int | None,
 ) -> torch.Tensor:
     """Hidden states ``[batch, T - start, hidden]`` of positions ``>= start`` with the
     baseline's cached prefix ``[0, start)`` copied per batch element."""
@@ -369,6 +401,7 @@ def _forward_suppressed(
         use_cache=True,
         suppressed_keys=suppressed_keys,
         suppressed_heads=heads,
+        query_block=query_block,
     )
     return output.last_hidden_state
 
@@ -382,6 +415,7 @@ def _suppressed_token_kl(
     settings: KLSettings,
     heads: HeadSelection | None,
     position_chunk: int,
+    query_block: int | None,
 ) -> torch.Tensor:
     """``token_kl`` rows ``[batch, T]`` for the suppressed spans ``[batch, 2]``."""
     n_tokens = input_ids.shape[0]
@@ -391,7 +425,9 @@ def _suppressed_token_kl(
     ends = torch.as_tensor(spans[:, 1], device=device)
     suppressed_keys = (positions >= starts[:, None]) & (positions < ends[:, None])
     start = int(spans[:, 0].min())
-    hidden = _forward_suppressed(model.base_model, input_ids, prefix, suppressed_keys, heads, start)
+    hidden = _forward_suppressed(
+        model.base_model, input_ids, prefix, suppressed_keys, heads, start, query_block
+    )
     head = model.get_output_embeddings()
     rows = torch.zeros((len(spans), n_tokens), dtype=torch.float32, device=device)
     for offset in range(0, n_tokens - start, position_chunk):
@@ -416,6 +452,7 @@ def suppression_matrix(
     batch_size: int = 8,
     max_tokens: int | None = None,
     position_chunk: int = 128,
+    query_block: int = 128,
     progress: Callable[[int], None] | None = None,
 ) -> SuppressionResult:
     """The suppression matrix of one trace.
@@ -423,8 +460,14 @@ def suppression_matrix(
     ``input_ids [T]`` in model-input coordinates (BOS = 0); ``token_spans [n, 2]`` half-open;
     ``sentences`` to suppress (default all); ``max_tokens`` cuts the sequence (the reference
     clips spans the same way). Sentences are suppressed ``batch_size`` at a time, in order of
-    their start; a CUDA out-of-memory error halves the batch and retries.
+    their start, attention computed ``query_block`` rows at a time (exact: see
+    :func:`suppression_attention`). A CUDA out-of-memory error halves the batch and retries; at
+    one sentence per batch it halves the query block.
     """
+    if batch_size < 1 or query_block < 1:
+        raise ValueError(
+            f"batch_size and query_block must be >= 1, not {batch_size}, {query_block}"
+        )
     if getattr(model.config, "final_logit_softcapping", None):
         raise ValueError("logit soft-capping is not supported")
     device = next(model.parameters()).device
@@ -441,7 +484,7 @@ def suppression_matrix(
     retries = 0
     head = model.get_output_embeddings()
     with torch.inference_mode(), suppression_attention(model):
-        output = model.base_model(input_ids=ids[None], use_cache=True)
+        output = model.base_model(input_ids=ids[None], use_cache=True, query_block=query_block)
         prefix = [(layer.keys, layer.values) for layer in output.past_key_values.layers]
         hidden = output.last_hidden_state[0]
         baseline = _concat(
@@ -454,14 +497,29 @@ def suppression_matrix(
             batch = todo[:batch_size]
             try:
                 rows = _suppressed_token_kl(
-                    model, ids, prefix, baseline, spans[batch], settings, heads, position_chunk
+                    model,
+                    ids,
+                    prefix,
+                    baseline,
+                    spans[batch],
+                    settings,
+                    heads,
+                    position_chunk,
+                    query_block,
                 )
             except torch.OutOfMemoryError:
-                if batch_size == 1:
+                if batch_size == 1 and query_block == 1:
                     raise
-                batch_size = max(1, batch_size // 2)
+                if batch_size > 1:
+                    batch_size //= 2
+                else:
+                    query_block //= 2
                 retries += 1
-                log.warning("out of memory; retrying with %d suppressed sentences", batch_size)
+                log.warning(
+                    "out of memory; retrying with %d suppressed sentences, query block %d",
+                    batch_size,
+                    query_block,
+                )
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
@@ -476,6 +534,7 @@ def suppression_matrix(
         spans=spans,
         n_tokens=n_tokens,
         batch_size=batch_size,
+        query_block=query_block,
         n_oom_retries=retries,
         suppressed=~torch.isnan(token_kl[:, 0]).cpu().numpy(),
     )
@@ -545,7 +604,8 @@ def reference_suppression_matrix(
         allowed = torch.tril(torch.ones(n_tokens, n_tokens, dtype=torch.bool))
         if columns is not None:
             allowed[:, columns[0] : columns[1]] = False
-        mask = torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        mask = mask[None, None]
         with torch.inference_mode():
             logits = model(input_ids=ids[None], attention_mask=mask.to(ids.device)).logits
         return logits[0].float().cpu()
