@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from random_models import QWEN14B_SHAPE, random_qwen2
+from transformers import Qwen2ForCausalLM
 
 from anchorflow.attention import naive_sentence_attention, sentence_attention
 
@@ -45,18 +46,7 @@ CONFIGS = {
         num_key_value_heads=4,
         max_position_embeddings=8192,
     ),
-    # deepseek-ai/DeepSeek-R1-Distill-Qwen-14B config.json
-    "qwen14b": dict(
-        vocab_size=152064,
-        hidden_size=5120,
-        intermediate_size=13824,
-        num_hidden_layers=48,
-        num_attention_heads=40,
-        num_key_value_heads=8,
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 1.0e6},
-    ),
+    "qwen14b": QWEN14B_SHAPE,
 }
 PROMPT_TOKENS = 40
 SENTENCE_TOKENS = 25
@@ -70,12 +60,8 @@ def sentence_spans(length: int) -> np.ndarray:
 
 def build(config: str, device: str, attn_implementation: str) -> Qwen2ForCausalLM:
     """A randomly initialised model (seed 0): float32 on CPU, float16 on CUDA."""
-    torch.manual_seed(0)
     dtype = torch.float16 if device == "cuda" else torch.float32
-    model_config = Qwen2Config(**CONFIGS[config], attn_implementation=attn_implementation)
-    with torch.device(device):
-        model = Qwen2ForCausalLM._from_config(model_config, dtype=dtype)
-    return model.eval()
+    return random_qwen2(CONFIGS[config], device, dtype, attn_implementation=attn_implementation)
 
 
 def rss_mb() -> float:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from random_models import QWEN14B_SHAPE, random_qwen2
 
 from anchorflow.suppression import KLSettings, reference_suppression_matrix, suppression_matrix
 
@@ -32,28 +32,17 @@ SHAPES = {
         num_attention_heads=4,
         num_key_value_heads=2,
     ),
-    "qwen14b": dict(
-        vocab_size=152064,
-        hidden_size=5120,
-        intermediate_size=13824,
-        num_hidden_layers=48,
-        num_attention_heads=40,
-        num_key_value_heads=8,
-    ),
+    "qwen14b": QWEN14B_SHAPE,
 }
 
 
 def build(config: str, device: str) -> torch.nn.Module:
-    torch.manual_seed(0)
+    """Tiny: float32, logits scaled x30 (peaked distributions, as a trained model's); 14B shape:
+    float16."""
     dtype = torch.float32 if config == "tiny" else torch.float16
-    shape = Qwen2Config(
-        **SHAPES[config],
-        max_position_embeddings=32768,
-        tie_word_embeddings=False,
-        attn_implementation="eager",
+    model = random_qwen2(
+        SHAPES[config], device, dtype, tie_word_embeddings=False, attn_implementation="eager"
     )
-    with torch.device(device):
-        model = Qwen2ForCausalLM._from_config(shape, dtype=dtype).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(30.0 if config == "tiny" else 1.0)
     return model

@@ -1,6 +1,5 @@
 """Rule suppression_matrix: one trace -> the sentence-to-sentence suppression KL matrix."""
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -13,7 +12,7 @@ from anchorflow.suppression import (
     result_arrays,
     suppression_heads,
     suppression_matrix,
-    trace_input_ids,
+    trace_inputs,
 )
 from anchorflow.workflow import log_to
 
@@ -25,11 +24,10 @@ trace = snakemake.wildcards.trace
 tokens = read_json(snakemake.input.tokens)
 record = get_record(snakemake.input.records, spec["rollouts"], trace)
 model, tokenizer = load_model(spec)
-ids = trace_input_ids(tokenizer, record["full_cot"], tokens["n_tokens"])
+ids, spans = trace_inputs(tokenizer, record, tokens)
 receivers = read_tsv(snakemake.input.heads) if snakemake.input.heads else None
 heads = suppression_heads(model, settings["heads"], receivers)
 kl = KLSettings(settings["kl_mode"], settings["temperature"], settings["top_p"], settings["max_k"])
-spans = np.asarray(tokens["token_spans"], dtype=np.int64)
 log.info("%s on %s: %d tokens, %d sentences", trace, model.device, len(ids), len(spans))
 with tqdm(total=len(spans), desc="suppressed sentences") as bar:
     result = suppression_matrix(

@@ -3,7 +3,6 @@ suppressed, for each trace's highest- and lowest-scoring sentence (cf. ARENA's 2
 The KL is the full-vocabulary one, as ARENA's: at a single position the nucleus emulation's -1e9
 fill makes any token that leaves the baseline's nucleus dominate the value."""
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -16,7 +15,7 @@ from anchorflow.suppression import (
     extreme_sentences,
     suppression_heads,
     suppression_matrix,
-    trace_input_ids,
+    trace_inputs,
 )
 from anchorflow.workflow import log_to
 
@@ -33,9 +32,8 @@ traces = list(zip(snakemake.input.tokens, snakemake.params.traces, strict=True))
 for path, trace in tqdm(traces, desc="traces", unit="trace"):
     tokens = read_json(path)
     record = get_record(snakemake.input.records, spec["rollouts"], trace)
-    ids = trace_input_ids(tokenizer, record["full_cot"], tokens["n_tokens"])
+    ids, spans = trace_inputs(tokenizer, record, tokens)
     n_tokens = len(ids) if settings["max_tokens"] is None else min(len(ids), settings["max_tokens"])
-    spans = np.asarray(tokens["token_spans"], dtype=np.int64)
     score = scores[scores["trace"] == trace].sort_values("sentence")["receiver_score"].to_numpy()
     chosen = extreme_sentences(score, (spans[:, 0] >= 1) & (spans[:, 0] < n_tokens))
     result = suppression_matrix(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +99,25 @@ def run_snakemake(
             f"--- stdout\n{completed.stdout[-5000:]}\n--- stderr\n{completed.stderr[-10000:]}"
         )
     return completed
+
+
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
+
+
+def job_blocks(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """The jobs of snakemake's printed job blocks, as they end: ``(rule, {field: value})``."""
+    rule, fields = None, {}
+    for line in lines:
+        header = JOB_HEADER.match(line.strip())
+        if rule and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            fields[key] = value
+            continue
+        if rule:
+            yield rule, fields
+        rule, fields = (header.group(1), {}) if header else (None, {})
+    if rule:
+        yield rule, fields
 
 
 def run_demo(workflow: WorkflowCopy, *args: str) -> subprocess.CompletedProcess[str]:

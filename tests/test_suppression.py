@@ -325,3 +325,21 @@ def test_nucleus_emulation_matches_reference(scale: float) -> None:
         assert float(fast[t]) == pytest.approx(expected, rel=1e-5, abs=1e-7)
     sizes = compressed_p.keep.sum(-1)
     assert sizes.max() <= 100 and sizes.min() >= 1
+
+
+class WordTokenizer:
+    """BOS + one id per whitespace-separated word, in the tokenizer call convention."""
+
+    def __call__(self, text: str, return_tensors: str, add_special_tokens: bool) -> dict:
+        ids = [0] + [len(word) for word in text.split()]
+        return {"input_ids": torch.tensor([ids])}
+
+
+def test_trace_inputs_checks_the_token_count() -> None:
+    record = {"trace": "7_correct", "full_cot": "one two three four"}
+    tokens = {"n_tokens": 5, "token_spans": [[1, 3], [3, 5]]}
+    ids, spans = suppression.trace_inputs(WordTokenizer(), record, tokens)
+    assert ids.tolist() == [0, 3, 3, 5, 4]
+    assert spans.dtype == np.int64 and spans.tolist() == [[1, 3], [3, 5]]
+    with pytest.raises(ValueError, match="gives 5 tokens for 7_correct .* has 6"):
+        suppression.trace_inputs(WordTokenizer(), record, {**tokens, "n_tokens": 6})

@@ -15,33 +15,30 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEMO_CONFIG, WorkflowCopy, clean_environment, copy_workflow, run_snakemake
+from conftest import (
+    DEMO_CONFIG,
+    WorkflowCopy,
+    clean_environment,
+    copy_workflow,
+    job_blocks,
+    run_snakemake,
+)
 
 pytestmark = pytest.mark.slow
 
 # Rules that rerun on any config change by design.
 WHOLE_CONFIG_RULES = {"write_config"}
 
-JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
 DOT_NODE = re.compile(r'^\s*(\d+)\[label = "([^"\\]*)')
 DOT_EDGE = re.compile(r"^\s*(\d+) -> (\d+)")
 
 
 def parse_dry_run(text: str) -> dict[str, tuple[str, str]]:
     """The jobs of a dry-run listing: job id -> (rule, reason)."""
-    jobs: dict[str, tuple[str, str]] = {}
-    rule, fields = None, {}
-    for line in [*text.splitlines(), ""]:
-        header = JOB_HEADER.match(line.strip())
-        if header:
-            rule, fields = header.group(1), {}
-        elif rule and line.startswith("    ") and ": " in line:
-            key, value = line.strip().split(": ", 1)
-            fields[key] = value
-        elif rule:
-            jobs[fields["jobid"]] = (rule, fields.get("reason", ""))
-            rule = None
-    return jobs
+    return {
+        fields["jobid"]: (rule, fields.get("reason", ""))
+        for rule, fields in job_blocks(text.splitlines())
+    }
 
 
 def parse_dot(text: str) -> tuple[dict[str, str], list[tuple[str, str]]]:

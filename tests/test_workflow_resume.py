@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from conftest import (
     WorkflowCopy,
     clean_environment,
     copy_workflow,
+    job_blocks,
     result_differences,
     run_demo,
     snakemake_command,
@@ -29,7 +31,6 @@ from conftest import (
 
 pytestmark = pytest.mark.slow
 
-JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
 START_TIMEOUT_SECONDS = 900
 KILLED_WRITE = re.compile(r"^unexpected: (?:.*/)?\.[^/]+\.part$")
 
@@ -48,20 +49,15 @@ class JobWatcher:
         self._thread.start()
 
     def _read(self, stream) -> None:
-        rule, fields = None, {}
+        for rule, fields in job_blocks(self._recorded(stream)):
+            if re.search(r"\bgpu=", fields.get("resources", "")) and "log" in fields:
+                logs = [log.strip() for log in fields["log"].split(",")]
+                self.model_jobs.append((rule, logs))
+
+    def _recorded(self, stream) -> Iterator[str]:
         for line in stream:
             self.lines.append(line)
-            header = JOB_HEADER.match(line.strip())
-            if header:
-                rule, fields = header.group(1), {}
-            elif rule and line.startswith("    ") and ": " in line:
-                key, value = line.strip().split(": ", 1)
-                fields[key] = value
-            elif rule:
-                if re.search(r"\bgpu=", fields.get("resources", "")) and "log" in fields:
-                    logs = [log.strip() for log in fields["log"].split(",")]
-                    self.model_jobs.append((rule, logs))
-                rule = None
+            yield line
 
     def output(self) -> str:
         return "".join(self.lines)

@@ -662,15 +662,18 @@ def extreme_sentences(receiver_score: np.ndarray, usable: np.ndarray) -> dict[st
     return {"highest": int(order[-1]), "lowest": int(order[0])}
 
 
-def trace_input_ids(tokenizer: Any, text: str, n_tokens: int) -> torch.Tensor:
-    """Token ids ``[T]`` of a trace, checked against the token-spans file's ``n_tokens``."""
-    ids = encode_text(tokenizer, text)[0]
-    if len(ids) != n_tokens:
+def trace_inputs(
+    tokenizer: Any, record: dict[str, Any], tokens: dict[str, Any]
+) -> tuple[torch.Tensor, np.ndarray]:
+    """A trace's token ids ``[T]`` and token spans ``[n, 2]`` from its record and token-spans
+    file; the ids must number the file's ``n_tokens``."""
+    ids = encode_text(tokenizer, record["full_cot"])[0]
+    if len(ids) != tokens["n_tokens"]:
         raise ValueError(
-            f"the tokenizer gives {len(ids)} tokens but the token-spans file has {n_tokens}; "
-            "the spans were made with another tokenizer"
+            f"the tokenizer gives {len(ids)} tokens for {record['trace']} but the token-spans "
+            f"file has {tokens['n_tokens']}; the spans were made with another tokenizer"
         )
-    return ids
+    return ids, np.asarray(tokens["token_spans"], dtype=np.int64)
 
 
 def result_arrays(result: SuppressionResult) -> dict[str, np.ndarray]:

@@ -5,9 +5,26 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from anchorflow.plots import figure_style
+
+
+def _interval_errorbar(
+    axis: Axes, x: object, centre: pd.Series, low: pd.Series, high: pd.Series, **style: object
+) -> None:
+    """Points at ``centre`` with bars from ``low`` to ``high`` (no bar where a bound is NaN)."""
+    bars = [(centre - low).fillna(0), (high - centre).fillna(0)]
+    axis.errorbar(x, centre, yerr=bars, capsize=3, **style)
+
+
+def _finish_accuracy_axis(figure: Figure, axis: Axes, xlabel: str) -> None:
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(frameon=False, fontsize=8)
+    figure.tight_layout()
 
 
 def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
@@ -24,20 +41,17 @@ def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
         for k, group in data[data["k"] > 0].groupby("k"):
             group = group.sort_values("scale")
             positions = np.arange(len(group))
-            axis.errorbar(
+            _interval_errorbar(
+                axis,
                 positions,
                 group["accuracy"],
-                yerr=[group["accuracy"] - group["ci_low"], group["ci_high"] - group["accuracy"]],
+                group["ci_low"],
+                group["ci_high"],
                 marker="o",
-                capsize=3,
                 label=f"top-{k} receiver heads",
             )
             axis.set_xticks(positions, [f"{s:g}" for s in group["scale"]])
-        axis.set_xlabel("scale of the heads' o_proj input")
-        axis.set_ylabel("accuracy")
-        axis.set_ylim(-0.02, 1.02)
-        axis.legend(frameon=False, fontsize=8)
-        figure.tight_layout()
+        _finish_accuracy_axis(figure, axis, "scale of the heads' o_proj input")
     return figure, data
 
 
@@ -47,35 +61,26 @@ def ablation_figure(summary: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     data = summary.drop(columns=["receiver_heads"])
     with figure_style():
         figure, axis = plt.subplots(figsize=(5, 3.8))
-        axis.errorbar(
+        _interval_errorbar(
+            axis,
             data["k"],
             data["receiver_accuracy"],
-            yerr=[
-                data["receiver_accuracy"] - data["receiver_ci_low"],
-                data["receiver_ci_high"] - data["receiver_accuracy"],
-            ],
+            data["receiver_ci_low"],
+            data["receiver_ci_high"],
             marker="o",
-            capsize=3,
             label="receiver heads",
         )
-        random_err = [
-            (data["random_mean"] - data["random_ci_low"]).fillna(0),
-            (data["random_ci_high"] - data["random_mean"]).fillna(0),
-        ]
-        axis.errorbar(
+        _interval_errorbar(
+            axis,
             data["k"] + 0.05,
             data["random_mean"],
-            yerr=random_err,
+            data["random_ci_low"],
+            data["random_ci_high"],
             marker="s",
-            capsize=3,
             label="random heads (matched layers)",
         )
         axis.set_xticks(data["k"])
-        axis.set_xlabel("number of ablated heads")
-        axis.set_ylabel("accuracy")
-        axis.set_ylim(-0.02, 1.02)
-        axis.legend(frameon=False, fontsize=8)
-        figure.tight_layout()
+        _finish_accuracy_axis(figure, axis, "number of ablated heads")
     return figure, data
 
 
