@@ -21,6 +21,16 @@ THINK_END = "</think>"
 WILSON_Z = 1.959963984540054
 
 
+def _after_closing_brace(text: str, start: int) -> int | None:
+    """The index just past the brace closing the group that opens before ``start``; None when
+    the text ends first."""
+    depth, cursor = 1, start
+    while cursor < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[cursor], 0)
+        cursor += 1
+    return None if depth else cursor
+
+
 def boxed_contents(text: str) -> list[str]:
     """The contents of every ``\\boxed{...}`` / ``\\fbox{...}`` in order, brace-balanced;
     an unclosed box at the end of the text is not an answer."""
@@ -28,11 +38,8 @@ def boxed_contents(text: str) -> list[str]:
     pattern = re.compile(r"\\(?:boxed|fbox)\s*\{")
     position = 0
     while match := pattern.search(text, position):
-        depth, cursor = 1, match.end()
-        while cursor < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[cursor], 0)
-            cursor += 1
-        if depth:
+        cursor = _after_closing_brace(text, match.end())
+        if cursor is None:
             break
         found.append(text[match.end() : cursor - 1].strip())
         position = cursor
@@ -52,11 +59,8 @@ def extract_answer(text: str, which: str = "last") -> str | None:
 def _unwrap_command(text: str, command: str) -> str:
     pattern = re.compile(r"\\" + command + r"\s*\{")
     while match := pattern.search(text):
-        depth, cursor = 1, match.end()
-        while cursor < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[cursor], 0)
-            cursor += 1
-        if depth:
+        cursor = _after_closing_brace(text, match.end())
+        if cursor is None:
             break
         text = text[: match.start()] + text[match.end() : cursor - 1] + text[cursor:]
     return text
