@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from fake_anthropic import CatalogTrace
+import pytest
+from fake_anthropic import CatalogTrace, FakeServer
 from shared_data import PAPER_PROBLEMS, QWEN14B_ROLLOUTS, SHARED_ROLLOUTS
 
 from anchorflow.labels.dataset import dataset_chunk_labels
@@ -52,3 +55,30 @@ def expected_chunks(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The label-file chunks a correct labelling of ``record`` must produce."""
     chunks, _ = dataset_chunk_labels(record)
     return chunks
+
+
+def label_params(**overrides: Any) -> dict[str, Any]:
+    """A ``labels`` config section for the anthropic source, with ``overrides``."""
+    values = {
+        "source": "anthropic",
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 16000,
+        "temperature": None,
+        "window_chunks": 400,
+        "context_chunks": None,
+        "max_reasks": 2,
+        "on_invalid": "fail",
+    }
+    return {**values, **overrides}
+
+
+@contextmanager
+def fake_api(
+    records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeServer]:
+    """A fake Messages API on 127.0.0.1 answering with ``records``' labels; the SDK's base URL
+    and key point at it while the block runs."""
+    with FakeServer(catalog(records)) as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_KEY)
+        yield fake

@@ -10,8 +10,7 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
-from fake_anthropic import FakeServer
-from labels_support import DUMMY_KEY, catalog, shared_records
+from labels_support import fake_api, label_params, shared_records
 from shared_data import needs_shared_data
 
 from anchorflow.io import read_tsv
@@ -89,24 +88,13 @@ def test_pairs_by_chunk_idx_and_counts_unmatched():
 @needs_shared_data
 def test_report_renders_from_fake_server_labels(tmp_path, monkeypatch):
     records = shared_records()[:4]
-    params = {
-        "source": "anthropic",
-        "model": "claude-sonnet-4-6",
-        "max_tokens": 16000,
-        "temperature": None,
-        "window_chunks": 400,
-        "context_chunks": None,
-        "max_reasks": 1,
-        "on_invalid": "fail",
-    }
+    params = label_params(max_reasks=1)
     log = logging.getLogger("test")
 
     def unknown_tag_on_trace_two(trace: int, seen: int, n_targets: int) -> str | None:
         return "unknown_tag" if trace == 1 else None
 
-    with FakeServer(catalog(records)) as fake:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_KEY)
+    with fake_api(records, monkeypatch) as fake:
         fake.state.fault = unknown_tag_on_trace_two  # persistent: its chunk 0 ends up 'unknown'
         api = Api(RetryPolicy(1, 0.001, 0.001), timeout_s=10, log=log)
         labeller = WindowLabeller(

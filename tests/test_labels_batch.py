@@ -8,8 +8,7 @@ import random
 from typing import Any
 
 import pytest
-from fake_anthropic import FakeServer
-from labels_support import DUMMY_KEY, catalog, expected_chunks, shared_records
+from labels_support import expected_chunks, fake_api, label_params, shared_records
 from shared_data import needs_shared_data
 
 from anchorflow.labels.batch import BatchLabeller, BatchPending
@@ -20,16 +19,7 @@ from anchorflow.labels.labeller import Settings, WindowLabeller, anthropic_label
 pytestmark = needs_shared_data
 
 LOG = logging.getLogger("test_labels_batch")
-PARAMS = {
-    "source": "anthropic",
-    "model": "claude-sonnet-4-6",
-    "max_tokens": 16000,
-    "temperature": None,
-    "window_chunks": 400,
-    "context_chunks": None,
-    "max_reasks": 2,
-    "on_invalid": "fail",
-}
+PARAMS = label_params()
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +29,7 @@ def records() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def server(records, monkeypatch):
-    with FakeServer(catalog(records)) as fake:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_KEY)
+    with fake_api(records, monkeypatch) as fake:
         yield fake
 
 

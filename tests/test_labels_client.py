@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_anthropic import RETRY_AFTER_S, FakeServer
-from labels_support import DUMMY_KEY, catalog, expected_chunks, shared_records
+from fake_anthropic import RETRY_AFTER_S
+from labels_support import DUMMY_KEY, expected_chunks, fake_api, label_params, shared_records
 from shared_data import needs_shared_data
 
 from anchorflow.io import write_jsonl
@@ -40,18 +40,7 @@ OUTPUT_LIMIT = 100  # the fake cuts off responses for more chunks than this at m
 
 
 def params(**overrides: Any) -> dict[str, Any]:
-    values = {
-        "source": "anthropic",
-        "prompt_version": PROMPT_VERSION,
-        "model": "claude-sonnet-4-6",
-        "max_tokens": 16000,
-        "temperature": None,
-        "window_chunks": 400,
-        "context_chunks": None,
-        "max_reasks": 2,
-        "on_invalid": "fail",
-    }
-    return {**values, **overrides}
+    return label_params(prompt_version=PROMPT_VERSION, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +50,7 @@ def records() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def server(records, monkeypatch):
-    with FakeServer(catalog(records)) as fake:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_KEY)
+    with fake_api(records, monkeypatch) as fake:
         yield fake
 
 
