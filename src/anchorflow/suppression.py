@@ -343,6 +343,19 @@ def clip_spans(token_spans: np.ndarray, n_tokens: int) -> np.ndarray:
     return np.minimum(spans, n_tokens)
 
 
+def cut_trace(
+    input_ids: Sequence[int] | torch.Tensor,
+    token_spans: np.ndarray,
+    max_tokens: int | None,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Ids ``[T']`` (the first ``max_tokens``, all when None) on ``device`` and the spans
+    ``[n, 2]`` clipped to them."""
+    ids = torch.as_tensor(input_ids, dtype=torch.long).flatten()
+    n_tokens = len(ids) if max_tokens is None else min(len(ids), max_tokens)
+    return ids[:n_tokens].to(device), clip_spans(token_spans, n_tokens)
+
+
 def sentence_log_kl(token_kl: torch.Tensor, spans: np.ndarray) -> torch.Tensor:
     """One segment mean: ``token_kl [m, T]`` -> ``[n, m]`` with entry ``[i, s]`` the mean over
     ``t in [a_i, b_i)`` of ``log(token_kl[s, t] + 1e-9)`` (float64; NaN for empty spans or NaN
@@ -471,10 +484,8 @@ def suppression_matrix(
     if getattr(model.config, "final_logit_softcapping", None):
         raise ValueError("logit soft-capping is not supported")
     device = next(model.parameters()).device
-    ids = torch.as_tensor(input_ids, dtype=torch.long).flatten()
-    n_tokens = len(ids) if max_tokens is None else min(len(ids), max_tokens)
-    ids = ids[:n_tokens].to(device)
-    spans = clip_spans(token_spans, n_tokens)
+    ids, spans = cut_trace(input_ids, token_spans, max_tokens, device)
+    n_tokens = len(ids)
     n_sentences = len(spans)
     chosen = range(n_sentences) if sentences is None else sorted(set(sentences))
     todo = sorted((s for s in chosen if spans[s, 0] < spans[s, 1]), key=lambda s: spans[s, 0])
@@ -594,10 +605,8 @@ def reference_suppression_matrix(
     forward passes with a materialised 4D additive mask (causal, plus the suppressed columns
     for every query row, all layers and heads), logits to the CPU, KL position by position and
     sentence means in Python. Returns float64 ``[n, n]`` (rows affected, columns suppressed)."""
-    ids = torch.as_tensor(input_ids, dtype=torch.long).flatten()
-    n_tokens = len(ids) if max_tokens is None else min(len(ids), max_tokens)
-    ids = ids[:n_tokens].to(next(model.parameters()).device)
-    spans = clip_spans(token_spans, n_tokens)
+    ids, spans = cut_trace(input_ids, token_spans, max_tokens, next(model.parameters()).device)
+    n_tokens = len(ids)
     dtype = next(model.parameters()).dtype
 
     def logits_with(columns: tuple[int, int] | None) -> torch.Tensor:
