@@ -244,6 +244,8 @@ def test_bad_inputs_raise() -> None:
         suppression_matrix(model, token_ids(), np.array([[5, 3]]), KLSettings())
     with pytest.raises(ValueError, match="kl mode"):
         KLSettings(mode="dense")
+    with pytest.raises(ValueError, match="query_block must be >= 1"):
+        suppression_matrix(model, token_ids(), SPANS, KLSettings(), query_block=0)
     model.config._attn_implementation_internal = "flash_attention_2"
     with pytest.raises(ValueError, match="eager or sdpa"):
         suppression_matrix(model, token_ids(), SPANS, KLSettings())

@@ -98,7 +98,7 @@ def suppression_mask(
 def query_blocks(n_queries: int, block: int) -> list[slice]:
     """Row slices of at most ``block`` query rows, except that a one-row remainder joins the
     block before it: one row goes through a matrix-vector kernel whose rounding differs."""
-    firsts = list(range(0, n_queries, block))
+    firsts = list(range(0, n_queries, block)) or [0]
     if len(firsts) > 1 and n_queries - firsts[-1] == 1:
         firsts.pop()
     return [slice(first, end) for first, end in zip(firsts, [*firsts[1:], n_queries], strict=True)]
