@@ -12,6 +12,7 @@ from anchorflow.models import load_model
 from anchorflow.rollouts import get_record
 from anchorflow.suppression import (
     KLSettings,
+    cut_trace,
     extreme_sentences,
     suppression_heads,
     suppression_matrix,
@@ -32,8 +33,9 @@ traces = list(zip(snakemake.input.tokens, snakemake.params.traces, strict=True))
 for path, trace in tqdm(traces, desc="traces", unit="trace"):
     tokens = read_json(path)
     record = get_record(snakemake.input.records, spec["rollouts"], trace)
-    ids, spans = trace_inputs(tokenizer, record, tokens)
-    n_tokens = len(ids) if settings["max_tokens"] is None else min(len(ids), settings["max_tokens"])
+    full_ids, full_spans = trace_inputs(tokenizer, record, tokens)
+    ids, spans = cut_trace(full_ids, full_spans, settings["max_tokens"], model.device)
+    n_tokens = len(ids)
     score = scores[scores["trace"] == trace].sort_values("sentence")["receiver_score"].to_numpy()
     chosen = extreme_sentences(score, (spans[:, 0] >= 1) & (spans[:, 0] < n_tokens))
     result = suppression_matrix(
@@ -43,7 +45,6 @@ for path, trace in tqdm(traces, desc="traces", unit="trace"):
         kl,
         heads=heads,
         sentences=list(chosen.values()),
-        max_tokens=n_tokens,
         batch_size=settings["batch_size"],
         query_block=settings["query_block"],
     )
