@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from random_models import QWEN14B_SHAPE, random_qwen2
+from common import QWEN14B_SHAPE, random_qwen2, synchronized_seconds
 from transformers import Qwen2ForCausalLM
 
 from anchorflow.attention import naive_sentence_attention, sentence_attention
@@ -151,12 +151,7 @@ def run_cuda(config: str, lengths: list[int], query_block: int, repeats: int = 3
             run()
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run()
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
+            times = [synchronized_seconds(run)[1] for _ in range(repeats)]
             measured[name] = (float(np.median(times)), torch.cuda.max_memory_allocated() / 2**30)
         rows.append(
             {

@@ -12,9 +12,9 @@ speed-up.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from common import synchronized_seconds
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -48,13 +48,8 @@ def tiny_model(hidden: int, layers: int, device: str) -> tuple[Qwen2ForCausalLM,
 
 
 def timed(model, tokenizer, items, settings, interventions) -> tuple[float, int]:
-    if model.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    rows = generate(model, tokenizer, items, settings, interventions)
-    if model.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, sum(row["n_tokens"] for row in rows)
+    rows, seconds = synchronized_seconds(generate, model, tokenizer, items, settings, interventions)
+    return seconds, sum(row["n_tokens"] for row in rows)
 
 
 def main() -> None:

@@ -15,11 +15,10 @@ reference loop is then timed on ``--naive-columns`` suppressed sentences only an
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
-from random_models import QWEN14B_SHAPE, random_qwen2
+from common import QWEN14B_SHAPE, random_qwen2, synchronized_seconds
 
 from anchorflow.suppression import KLSettings, reference_suppression_matrix, suppression_matrix
 
@@ -60,13 +59,8 @@ def timed(repeats: int, function, *args, **kwargs):  # noqa: ANN001, ANN002, ANN
     """The value of the last call and the fastest of ``repeats`` wall times."""
     times = []
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        value = function(*args, **kwargs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        value, seconds = synchronized_seconds(function, *args, **kwargs)
+        times.append(seconds)
     return value, min(times)
 
 

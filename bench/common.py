@@ -1,7 +1,10 @@
-"""Randomly initialised Qwen2 models for the benchmarks, built directly on their device."""
+"""What the benchmarks share: randomly initialised Qwen2 models, built directly on their device,
+and wall-clock timing that waits for the GPU."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,3 +34,17 @@ def random_qwen2(
     with torch.device(device):
         model = Qwen2ForCausalLM._from_config(model_config, dtype=dtype)
     return model.eval()
+
+
+def synchronized_seconds(
+    function: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[Any, float]:
+    """``function(*args, **kwargs)`` and its wall time in seconds, with queued GPU work finished
+    before the clock starts and before it stops."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    value = function(*args, **kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return value, time.perf_counter() - start
