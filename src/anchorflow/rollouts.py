@@ -16,6 +16,7 @@ returned as exclusions with a reason; nothing is dropped without being listed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -352,8 +353,6 @@ def source_fingerprint(
     names and sizes of the parquet files. Remote sources (``hf://``, ...): the URL alone (pin a
     revision with ``@revision``); nothing is contacted.
     """
-    import hashlib
-
     filesystem, root = fsspec.core.url_to_fs(source)
     protocols = filesystem.protocol
     if "file" not in ((protocols,) if isinstance(protocols, str) else protocols):
