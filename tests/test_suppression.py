@@ -129,6 +129,9 @@ def test_query_blocks_reproduce_whole_attention(attention: str, query_block: int
     keys[0, 9:14] = True
     keys[1, 27:35] = True
     heads = head_selection([(1, 0), (1, 3)], num_layers=2, num_heads=4, device="cpu")
+    late = torch.zeros(2, N_TOKENS, dtype=torch.bool)
+    late[0, 22:27] = True
+    late[1, 27:35] = True
     with torch.no_grad(), suppression_attention(model):
         for suppress in [
             {},
@@ -138,10 +141,6 @@ def test_query_blocks_reproduce_whole_attention(attention: str, query_block: int
             whole = model(ids, **suppress).logits
             blocked = model(ids, query_block=query_block, **suppress).logits
             torch.testing.assert_close(blocked, whole, rtol=0, atol=tolerance)
-    late = torch.zeros(2, N_TOKENS, dtype=torch.bool)
-    late[0, 22:27] = True
-    late[1, 27:35] = True
-    with torch.no_grad(), suppression_attention(model):
         whole = model(ids, suppressed_keys=late).logits
         cache = model(ids[:, :20], use_cache=True).past_key_values
         continued = model(
