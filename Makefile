@@ -1,10 +1,12 @@
 # Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+# `make test-all` is what CI runs: the fast suite plus the end-to-end workflow runs, SLURM
+# (with ANCHORFLOW_SLURM_TEST=1) and the real model.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-all smollm2 lint rulegraph
 
 setup: $(STAMP)
 
@@ -19,10 +21,26 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores 2 --configfile demo/config.yaml
 
+# The fast suite: unit and fast integration tests (markers `slow` and `realmodel` deselected).
 test: setup
 	$(BIN)/pytest
 
+# Every test: the fast suite, the end-to-end workflow runs (`slow`) and the real model.
+test-all: setup smollm2
+	$(BIN)/pytest -m ""
+
+# The real-model tier's SmolLM2 (idempotent: a verified download is kept).
+smollm2: setup
+	$(BIN)/anchorflow-fetch-smollm2
+
 lint: setup
-	$(BIN)/ruff check src tests scripts bench
-	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile demo/config.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
+
+# docs/rulegraph.svg: every rule, those after the checkpoint too (the demo's checkpoint output
+# is built first, so the graph can be evaluated past it). Needs graphviz's `dot`.
+rulegraph: setup
+	$(BIN)/snakemake --cores 1 --configfile demo/config.yaml acquire_rollouts
+	$(BIN)/snakemake --configfile demo/config.yaml --rulegraph | dot -Tsvg > docs/rulegraph.svg

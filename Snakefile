@@ -1,6 +1,21 @@
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
-min_version("9.27")
+# 9.20: between-workflow caching of a rule with several named outputs (acquire_rollouts).
+# branch()/lookup() and --replace-workflow-config are older. Dry runs of the paper and demo
+# configs pass with 9.20.0 and fail with 9.19.0.
+min_version("9.20")
+
+# The anchorflow package beside this Snakefile is what the workflow and every job import, whether
+# or not it is pip-installed: a conda env (envs/*.yaml) holds only third-party packages, and
+# jobs (local or on a cluster node) inherit this PYTHONPATH.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from anchorflow.workflow import export_package_path
+
+export_package_path(Path(workflow.basedir) / "src")
 
 
 configfile: "config.yaml"

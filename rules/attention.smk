@@ -1,6 +1,6 @@
 rule build_demo_model:
     input:
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
     output:
         directory(f"{RESULTS}/models/{{model}}"),
     log:
@@ -21,7 +21,7 @@ rule build_demo_model:
 rule sentence_attention:
     input:
         tokens=f"{RESULTS}/tokens/{{model}}/{{trace}}.json",
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         model=model_files,
     output:
         f"{RESULTS}/attention/{{model}}/{{trace}}.npz",

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from anchorflow.config import validate_config
 from anchorflow.rollouts import requested_traces, source_fingerprint
 from anchorflow.workflow import code_digest
@@ -51,12 +49,22 @@ def usable_traces(rollouts):
     return [trace for folder, trace in rows if folder == rollouts]
 
 
-def model_files(wildcards):
-    """The local model folder a model rule depends on (built demo models only)."""
-    model = MODELS[wildcards.model]
-    if model["source"] == "demo":
-        return f"{RESULTS}/models/{wildcards.model}"
-    return []
+def is_demo_model(wildcards):
+    """Whether the job's model is a demo model that the workflow builds."""
+    return MODELS[wildcards.model]["source"] == "demo"
+
+
+def built_model_folder(wildcards):
+    return f"{RESULTS}/models/{wildcards.model}"
+
+
+# The local model folder a model rule depends on (built demo models only).
+model_files = branch(is_demo_model, then=built_model_folder)
+
+
+def receiver_heads_table(wildcards):
+    """The ranked receiver heads of the job's model."""
+    return f"{RESULTS}/receivers/{wildcards.model}/receiver_heads.tsv"
 
 
 def model_spec(model):

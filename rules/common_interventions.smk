@@ -16,20 +16,29 @@ def intervention_rollouts(wildcards):
     return model_rollouts(wildcards.model)
 
 
-def intervention_problem_inputs(wildcards):
-    """Where the accuracy experiments' problems come from (records or the selected list)."""
-    if INTERVENTIONS["problems"]["source"] == "selected":
-        return {"selected": "resources/selected_problems.json"}
-    return {}
+def selected_problems_input(wildcards):
+    return {"selected": "resources/selected_problems.json"}
 
 
-def intervention_means_input(wildcards):
-    """The head-means file, for experiments whose op is mean."""
-    if INTERVENTIONS.get(wildcards.experiment, {}).get("op") == "mean":
-        return {
-            "head_means": f"{RESULTS}/interventions/{wildcards.model}/head_means.npz"
-        }
-    return {}
+# Where the accuracy experiments' problems come from (records or the selected list).
+intervention_problem_inputs = branch(
+    lookup(dpath="problems/source", within=INTERVENTIONS) == "selected",
+    then=selected_problems_input,
+    otherwise={},
+)
+
+
+def uses_mean_op(wildcards):
+    """Whether the job's experiment ablates heads to their mean output."""
+    return INTERVENTIONS.get(wildcards.experiment, {}).get("op") == "mean"
+
+
+def head_means_input(wildcards):
+    return {"head_means": f"{RESULTS}/interventions/{wildcards.model}/head_means.npz"}
+
+
+# The head-means file, for experiments whose op is mean.
+intervention_means_input = branch(uses_mean_op, then=head_means_input, otherwise={})
 
 
 def intervention_generation_params(wildcards):
@@ -51,11 +60,11 @@ def intervention_generation_params(wildcards):
     }
 
 
-def intervention_receiver_heads(wildcards):
-    """The ranked receiver heads of the intervention model (unless heads are given in config)."""
-    if INTERVENTIONS["receiver_heads"]["heads"]:
-        return []
-    return f"{RESULTS}/receivers/{wildcards.model}/receiver_heads.tsv"
+# The ranked receiver heads of the intervention model (unless heads are given in config).
+intervention_receiver_heads = branch(
+    lookup(dpath="receiver_heads/heads", within=INTERVENTIONS),
+    otherwise=receiver_heads_table,
+)
 
 
 def intervention_shards(wildcards):

@@ -38,17 +38,16 @@ def label_api_slots(wildcards):
     return int(LABELS["source"] == "anthropic")
 
 
-def label_batch_marker(wildcards):
-    """The batch summary an API labelling job waits for (batch mode only)."""
-    if LABELS["batch"]:
-        return f"{RESULTS}/labels/{wildcards.rollouts}/batch.json"
-    return []
+def batch_summary(wildcards):
+    return f"{RESULTS}/labels/{wildcards.rollouts}/batch.json"
 
 
-def label_batch_marker_configured(wildcards):
-    if LABELS["source"] == "anthropic":
-        return label_batch_marker(wildcards)
-    return []
+# The batch summary an API labelling job waits for (batch mode only); for the configured-source
+# job, only when that source is the API.
+label_batch_marker = branch(LABELS["batch"], then=batch_summary)
+label_batch_marker_configured = branch(
+    LABELS["batch"] and LABELS["source"] == "anthropic", then=batch_summary
+)
 
 
 def anthropic_label_pattern():

@@ -31,11 +31,10 @@ def suppression_settings():
     return {key: SUPPRESSION[key] for key in keys}
 
 
-def suppression_receiver_heads(wildcards):
-    """The receiver-heads table, when only the receiver heads are suppressed."""
-    if SUPPRESSION["heads"] == "receivers":
-        return f"{RESULTS}/receivers/{wildcards.model}/receiver_heads.tsv"
-    return []
+# The receiver-heads table, when only the receiver heads are suppressed.
+suppression_receiver_heads = branch(
+    SUPPRESSION["heads"] == "receivers", then=receiver_heads_table
+)
 
 
 def suppression_matrix_files(wildcards):

@@ -29,7 +29,7 @@ checkpoint acquire_rollouts:
 
 rule split_sentences:
     input:
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
     output:
         f"{RESULTS}/sentences/{{rollouts}}/{{trace}}.json",
     log:
@@ -50,7 +50,7 @@ rule split_sentences:
 rule token_spans:
     input:
         sentences=model_trace_sentences,
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         model=model_files,
     output:
         f"{RESULTS}/tokens/{{model}}/{{trace}}.json",
@@ -74,4 +74,4 @@ rule data_all:
     input:
         all_sentence_files,
         all_token_files,
-        f"{RESULTS}/rollouts/excluded.tsv",
+        rules.acquire_rollouts.output.excluded,

@@ -20,7 +20,7 @@ rule intervention_conditions:
 
 rule intervention_head_means:
     input:
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         model=model_files,
     output:
         f"{RESULTS}/interventions/{{model}}/head_means.npz",
@@ -48,7 +48,7 @@ rule intervention_generate:
         unpack(intervention_problem_inputs),
         unpack(intervention_means_input),
         conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         model=model_files,
     output:
         f"{RESULTS}/interventions/{{model}}/{{experiment}}/generations/{{condition}}/{{shard}}.json",
@@ -155,7 +155,7 @@ rule intervention_ablation:
 rule intervention_counterfactual:
     input:
         shards=intervention_shards,
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
     output:
         sentences=f"{RESULTS}/interventions/{{model}}/{{experiment}}/importance.tsv",

@@ -6,7 +6,7 @@ if label_uses_api():
 
 rule label_trace:
     input:
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         batch=label_batch_marker_configured,
     output:
         f"{RESULTS}/labels/{{rollouts}}/{{trace}}.json",
@@ -29,7 +29,7 @@ rule label_trace:
 
 rule label_trace_anthropic:
     input:
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         batch=label_batch_marker,
     output:
         f"{RESULTS}/labels/{{rollouts}}/anthropic/{{trace}}.json",
@@ -52,8 +52,8 @@ rule label_trace_anthropic:
 
 rule label_batch:
     input:
-        records=f"{RESULTS}/rollouts/records.jsonl",
-        manifest=f"{RESULTS}/rollouts/manifest.tsv",
+        records=rules.acquire_rollouts.output.records,
+        manifest=rules.acquire_rollouts.output.manifest,
     output:
         f"{RESULTS}/labels/{{rollouts}}/batch.json",
     log:
@@ -91,7 +91,7 @@ rule label_usage:
 
 rule label_agreement:
     input:
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         anthropic=anthropic_label_files,
     output:
         png=report(

@@ -1,7 +1,7 @@
 rule suppression_matrix:
     input:
         tokens=f"{RESULTS}/tokens/{{model}}/{{trace}}.json",
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         model=model_files,
         heads=suppression_receiver_heads,
     output:
@@ -80,7 +80,7 @@ rule suppression_link:
         matrices=suppression_matrix_files,
         scores=f"{RESULTS}/receivers/{{model}}/receiver_scores.tsv",
         labels=suppression_label_files,
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
     output:
         importance=f"{RESULTS}/suppression/{{model}}/importance.tsv",
         correlations=report(
@@ -114,7 +114,7 @@ rule suppression_link:
 rule suppression_receiver_heads:
     input:
         tokens=suppression_token_files,
-        records=f"{RESULTS}/rollouts/records.jsonl",
+        records=rules.acquire_rollouts.output.records,
         model=model_files,
         heads=f"{RESULTS}/receivers/{{model}}/receiver_heads.tsv",
         scores=f"{RESULTS}/receivers/{{model}}/receiver_scores.tsv",

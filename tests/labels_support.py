@@ -1,4 +1,4 @@
-"""Shared fixtures of the labelling tests: shared-sample records and the fake API's catalogue."""
+"""Shared fixtures of the labelling tests: real-sample records and the fake API's catalogue."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fake_anthropic import CatalogTrace, FakeServer
-from shared_data import PAPER_PROBLEMS, QWEN14B_ROLLOUTS, SHARED_ROLLOUTS
+from real_data import PAPER_PROBLEMS, QWEN14B_ROLLOUTS, REAL_ROLLOUTS
 
 from anchorflow.labels.dataset import dataset_chunk_labels
 from anchorflow.rollouts import acquire, requested_traces
@@ -18,16 +18,16 @@ DUMMY_KEY = "sk-ant-test-dummy-key-0123456789"
 
 
 @cache
-def _shared_records() -> tuple[dict[str, Any], ...]:
+def _real_records() -> tuple[dict[str, Any], ...]:
     requests = requested_traces([QWEN14B_ROLLOUTS], PAPER_PROBLEMS, ["correct", "incorrect"])
-    records, exclusions = acquire(str(SHARED_ROLLOUTS), requests)
+    records, exclusions = acquire(str(REAL_ROLLOUTS), requests)
     assert not exclusions
     return tuple(records)
 
 
-def shared_records() -> list[dict[str, Any]]:
-    """The 20 records of the shared sample, built by the acquisition code."""
-    return [dict(record) for record in _shared_records()]
+def real_records() -> list[dict[str, Any]]:
+    """The 20 records of the real sample, built by the acquisition code."""
+    return [dict(record) for record in _real_records()]
 
 
 def catalog(records: list[dict[str, Any]]) -> list[CatalogTrace]:

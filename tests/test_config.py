@@ -65,21 +65,42 @@ def test_cli_stops_with_the_key_named(tmp_path: Path) -> None:
     assert "sentences.token_rule" in result.stdout + result.stderr
 
 
-def test_stage_schema_defaults_are_filled_through_refs(tmp_path: Path) -> None:
+def test_stage_defaults_are_filled_through_defs_refs(tmp_path: Path) -> None:
     (tmp_path / "config.schema.yaml").write_text(
-        "type: object\nproperties:\n"
-        "  stage: {$ref: 'stage.schema.yaml', default: {}}\n"
-        "  other: {$ref: 'other.schema.yaml'}\n"
-    )
-    (tmp_path / "stage.schema.yaml").write_text(
-        "$schema: 'https://json-schema.org/draft/2020-12/schema'\ntype: object\n"
-        "additionalProperties: false\nproperties:\n  top_k: {type: integer, default: 20}\n"
-    )
-    (tmp_path / "other.schema.yaml").write_text(
-        "type: object\ndefault: {}\nproperties:\n  seed: {type: integer, default: 7}\n"
+        "$schema: 'https://json-schema.org/draft/2020-12/schema'\ntype: object\nproperties:\n"
+        "  stage: {$ref: '#/$defs/stage', default: {}}\n"
+        "$defs:\n"
+        "  stage:\n    type: object\n    additionalProperties: false\n"
+        "    properties:\n      top_k: {type: integer, default: 20}\n"
     )
     config: dict = {}
     validate_config(config, tmp_path / "config.schema.yaml")
-    assert config == {"stage": {"top_k": 20}, "other": {"seed": 7}}
+    assert config == {"stage": {"top_k": 20}}
     with pytest.raises(ConfigError, match=r"config key 'stage\.top_k'"):
         validate_config({"stage": {"top_k": "x"}}, tmp_path / "config.schema.yaml")
+
+
+def test_one_schema_file_with_a_definition_per_stage() -> None:
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert sorted(schema["$defs"]) == sorted(
+        ["demo_model", "labels", "receivers", "attention", "interventions", "suppression"]
+    )
+    assert sorted(path.name for path in SCHEMA.parent.iterdir()) == ["config.schema.yaml"]
+
+
+def test_validate_config_command_prints_the_filled_config(tmp_path: Path) -> None:
+    config = load("demo/config.yaml")
+    del config["sentences"]
+    written = tmp_path / "config.yaml"
+    written.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "anchorflow.config", str(written)]
+    filled = yaml.safe_load(
+        subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    )
+    assert filled["sentences"] == {"whitebox_variant": "head", "token_rule": "offsets"}
+    config["receivers"]["top_k"] = 0
+    written.write_text(yaml.safe_dump(config))
+    failed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "receivers.top_k" in failed.stderr

@@ -10,8 +10,7 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
-from labels_support import fake_api, label_params, shared_records
-from shared_data import needs_shared_data
+from labels_support import fake_api, label_params, real_records
 
 from anchorflow.io import read_tsv
 from anchorflow.labels.agreement import (
@@ -85,9 +84,8 @@ def test_pairs_by_chunk_idx_and_counts_unmatched():
     assert frame["count"].sum() == 2 and len(frame) == len(TAGS) ** 2
 
 
-@needs_shared_data
 def test_report_renders_from_fake_server_labels(tmp_path, monkeypatch):
-    records = shared_records()[:4]
+    records = real_records()[:4]
     params = label_params(max_reasks=1)
     log = logging.getLogger("test")
 

@@ -8,15 +8,12 @@ import random
 from typing import Any
 
 import pytest
-from labels_support import expected_chunks, fake_api, label_params, shared_records
-from shared_data import needs_shared_data
+from labels_support import expected_chunks, fake_api, label_params, real_records
 
 from anchorflow.labels.batch import BatchLabeller, BatchPending
 from anchorflow.labels.cache import ResponseCache
 from anchorflow.labels.client import Api, RetryPolicy
 from anchorflow.labels.labeller import Settings, WindowLabeller, anthropic_label_document
-
-pytestmark = needs_shared_data
 
 LOG = logging.getLogger("test_labels_batch")
 PARAMS = label_params()
@@ -24,7 +21,7 @@ PARAMS = label_params()
 
 @pytest.fixture(scope="module")
 def records() -> list[dict[str, Any]]:
-    return shared_records()
+    return real_records()
 
 
 @pytest.fixture

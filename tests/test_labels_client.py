@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from fake_anthropic import RETRY_AFTER_S
-from labels_support import DUMMY_KEY, expected_chunks, fake_api, label_params, shared_records
-from shared_data import needs_shared_data
+from labels_support import DUMMY_KEY, expected_chunks, fake_api, label_params, real_records
 
 from anchorflow.io import write_jsonl
 from anchorflow.labels.cache import ResponseCache
@@ -31,8 +30,6 @@ from anchorflow.labels.labeller import (
 from anchorflow.labels.prompt import PROMPT_VERSION
 from anchorflow.labels.taxonomy import TAGS
 
-pytestmark = needs_shared_data
-
 POLICY = RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.004)
 LOG = logging.getLogger("test_labels")
 FAULTS = ["429", "529", "500", "drop", "malformed", "missing", "unknown_tag", "forward", "shifted"]
@@ -45,7 +42,7 @@ def params(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def records() -> list[dict[str, Any]]:
-    return shared_records()
+    return real_records()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The dataset label source: alignment by chunk_idx on the shared sample, and bad input."""
+"""The dataset label source: alignment by chunk_idx on the real sample, and bad input."""
 
 from __future__ import annotations
 
@@ -6,17 +6,15 @@ import copy
 import logging
 
 import pytest
-from labels_support import shared_records
-from shared_data import needs_shared_data
+from labels_support import real_records
 
 from anchorflow.io import read_json, write_jsonl
 from anchorflow.labels import LabelError, dataset_label_document, label_trace_file, labelled_chunks
 from anchorflow.labels.taxonomy import TAGS
 
 
-@needs_shared_data
-def test_dataset_labels_of_the_shared_sample_align_by_chunk_idx(tmp_path):
-    records = shared_records()
+def test_dataset_labels_of_the_real_sample_align_by_chunk_idx(tmp_path):
+    records = real_records()
     assert len(records) == 20
     records_file = tmp_path / "records.jsonl"
     write_jsonl(records_file, records)

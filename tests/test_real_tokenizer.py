@@ -1,4 +1,4 @@
-"""Token spans with the real DeepSeek-R1-Distill-Qwen tokenizer on the 20 shared real traces.
+"""Token spans with the real DeepSeek-R1-Distill-Qwen tokenizer on the 20 real traces.
 
 The offset rule (one tokenisation with offsets) must give every token to at most one sentence
 and cover every sentence's characters. Where it differs from the reference's prefix
@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from shared_data import (
+from real_data import (
     PAPER_PROBLEMS,
-    SHARED_TOKENIZERS,
-    needs_shared_data,
-    needs_shared_tokenizers,
-    shared_trace_folders,
+    REAL_TOKENIZERS,
+    real_trace_folders,
 )
 
 from anchorflow.sentences import sentence_record, token_spans
@@ -50,8 +48,6 @@ BOUNDARY_DISAGREEMENTS = {
     "6998_incorrect": (212, 21),
 }
 
-pytestmark = [needs_shared_data, needs_shared_tokenizers]
-
 
 def trace_name(folder: Path) -> str:
     """``.../correct_base_solution/problem_4682`` -> ``4682_correct``."""
@@ -63,7 +59,7 @@ def trace_name(folder: Path) -> str:
 def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(SHARED_TOKENIZERS / "deepseek-r1-distill-qwen")
+    return AutoTokenizer.from_pretrained(REAL_TOKENIZERS / "deepseek-r1-distill-qwen")
 
 
 def boundaries(spans: list[tuple[int, int]]) -> np.ndarray:
@@ -72,12 +68,12 @@ def boundaries(spans: list[tuple[int, int]]) -> np.ndarray:
 
 
 def test_the_recorded_counts_cover_the_twenty_paper_traces() -> None:
-    traces = {trace_name(folder) for folder in shared_trace_folders()}
+    traces = {trace_name(folder) for folder in real_trace_folders()}
     expected = {f"{p}_{c}" for p in PAPER_PROBLEMS for c in ("correct", "incorrect")}
     assert traces == expected == set(BOUNDARY_DISAGREEMENTS)
 
 
-@pytest.mark.parametrize("folder", shared_trace_folders(), ids=trace_name)
+@pytest.mark.parametrize("folder", real_trace_folders(), ids=trace_name)
 def test_offset_rule_on_a_real_trace(tokenizer: Any, folder: Path) -> None:
     full_cot = json.loads((folder / "base_solution.json").read_text())["full_cot"]
     char_spans = [tuple(span) for span in sentence_record(full_cot, "head")["char_spans"]]

@@ -1,8 +1,8 @@
 """The white-box machinery on a real pretrained LM (SmolLM2-135M-Instruct) and a real trace.
 
 Marker ``realmodel``. Needs the GGUF and its float32 export, fetched by
-``python scripts/fetch_smollm2.py``, and the shared
-real traces (``../shared``); skips with the reason otherwise. The trace is 4682_correct (the
+``python scripts/fetch_smollm2.py`` (``make test-all`` fetches it), and the real traces in
+``tests/data``; skips with the reason when the model is not fetched. The trace is 4682_correct (the
 paper's Figure 6 trace) read by SmolLM2's own tokenizer, cut at a sentence boundary after 1024
 tokens for the attention checks and at 1024 tokens for suppression, as ``demo/real-sample.yaml``.
 """
@@ -10,7 +10,6 @@ tokens for the attention checks and at 1024 tokens for suppression, as ``demo/re
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from shared_data import (
+from real_data import (
     QWEN14B_ROLLOUTS,
-    REPO_ROOT,
+    REAL_ROLLOUTS,
     SAMPLING_FOLDER,
-    SHARED_ROLLOUTS,
-    needs_shared_data,
 )
 
+from anchorflow import smollm2 as smollm2_files
 from anchorflow.attention import naive_sentence_attention, sentence_attention, token_attentions
 from anchorflow.generation import GenerationItem, SamplingSettings, build_prompt, generate
 from anchorflow.interventions import HeadIntervention, apply_interventions, head_geometry
@@ -34,21 +32,9 @@ from anchorflow.models import encode_text, load_model
 from anchorflow.sentences import sentence_record, token_spans
 from anchorflow.suppression import KLSettings, reference_suppression_matrix, suppression_matrix
 
-
-def _fetch_script() -> Any:
-    """``scripts/fetch_smollm2.py`` as a module: where the fetched files lie."""
-    spec = importlib.util.spec_from_file_location(
-        "fetch_smollm2", REPO_ROOT / "scripts" / "fetch_smollm2.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FETCH = _fetch_script()
-GGUF = FETCH.gguf_path()
-TOKENIZER = FETCH.tokenizer_path()
-EXPORT = FETCH.model_path()
+GGUF = smollm2_files.gguf_path()
+TOKENIZER = smollm2_files.tokenizer_path()
+EXPORT = smollm2_files.model_path()
 LAYERS, HEADS, KV_HEADS = 30, 9, 3
 TRACE = "4682_correct"
 CUT_TOKENS = 1024
@@ -56,9 +42,9 @@ SUPPRESSED_SENTENCES = 4
 
 needs_smollm2 = pytest.mark.skipif(
     not (GGUF.is_file() and (EXPORT / "config.json").is_file()),
-    reason=f"SmolLM2 is not fetched to {GGUF.parent}: run `python scripts/fetch_smollm2.py`",
+    reason=f"SmolLM2 is not fetched to {GGUF.parent}: run `anchorflow-fetch-smollm2`",
 )
-pytestmark = [pytest.mark.realmodel, needs_shared_data, needs_smollm2]
+pytestmark = [pytest.mark.realmodel, needs_smollm2]
 
 SPEC = {
     "name": "smollm2",
@@ -73,7 +59,7 @@ GGUF_SPEC = {**SPEC, "source": "gguf", "path": str(GGUF), "tokenizer": str(TOKEN
 def trace_folder(trace: str) -> Path:
     problem, correctness = trace.split("_")
     return (
-        SHARED_ROLLOUTS
+        REAL_ROLLOUTS
         / QWEN14B_ROLLOUTS
         / SAMPLING_FOLDER
         / f"{correctness}_base_solution"

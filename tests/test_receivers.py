@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from real_data import QWEN14B_ROLLOUTS, REPO_ROOT, real_trace_folders
 from scipy import stats
-from shared_data import QWEN14B_ROLLOUTS, REPO_ROOT, needs_shared_data, shared_trace_folders
 
 from anchorflow.receivers import (
     analyse_receivers,
@@ -398,13 +398,12 @@ def test_markdown_table():
     assert text == "| a | t |\n|---|---|\n| x | 1.235 |\n"
 
 
-@needs_shared_data
 def test_real_labels_cover_figure5_categories():
     """Every white-box sentence of the 20 real qwen-14b traces maps to a label, and every default
     Figure 5 category occurs in the real labels."""
-    schema = yaml.safe_load((REPO_ROOT / "schemas" / "receivers.schema.yaml").read_text())
-    default_categories = schema["properties"]["categories"]["default"]
-    folders = [folder for folder in shared_trace_folders() if QWEN14B_ROLLOUTS in str(folder)]
+    schema = yaml.safe_load((REPO_ROOT / "schemas" / "config.schema.yaml").read_text())
+    default_categories = schema["$defs"]["receivers"]["properties"]["categories"]["default"]
+    folders = [folder for folder in real_trace_folders() if QWEN14B_ROLLOUTS in str(folder)]
     assert len(folders) == 20
     seen: set[str] = set()
     for folder in folders:

@@ -10,12 +10,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shared_data import (
+from real_data import (
     PAPER_PROBLEMS,
     QWEN14B_ROLLOUTS,
+    REAL_ROLLOUTS,
     SAMPLING_FOLDER,
-    SHARED_ROLLOUTS,
-    needs_shared_data,
 )
 
 from anchorflow.demo_data import DEMO_PROBLEM_NUMBERS, ROLLOUTS, write_demo_dataset
@@ -144,11 +143,10 @@ def test_parquet_reader_skips_content_of_row_groups_without_wanted_files(
     assert len(decoded_groups) == 1 < total_groups
 
 
-@needs_shared_data
-def test_parquet_source_equals_folder_source_on_shared_sample(tmp_path: Path) -> None:
-    export_parquet(SHARED_ROLLOUTS, tmp_path / "data", rows_per_group=11)
+def test_parquet_source_equals_folder_source_on_real_sample(tmp_path: Path) -> None:
+    export_parquet(REAL_ROLLOUTS, tmp_path / "data", rows_per_group=11)
     requests = requested_traces([QWEN14B_ROLLOUTS], PAPER_PROBLEMS, ["correct", "incorrect"])
-    from_folder, excluded_folder = acquire(str(SHARED_ROLLOUTS), requests)
+    from_folder, excluded_folder = acquire(str(REAL_ROLLOUTS), requests)
     from_parquet, excluded_parquet = acquire(
         str(tmp_path / "data"), requests, source_format="parquet"
     )

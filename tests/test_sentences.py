@@ -7,11 +7,9 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shared_data import (
-    SHARED_TOKENIZERS,
-    needs_shared_data,
-    needs_shared_tokenizers,
-    shared_trace_folders,
+from real_data import (
+    REAL_TOKENIZERS,
+    real_trace_folders,
 )
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -90,10 +88,7 @@ def test_matches_the_literal_reference_transcription(text: str, keep_last: bool)
     assert split_solution(text, keep_last) == reference_split(text, keep_last)
 
 
-@needs_shared_data
-@pytest.mark.parametrize(
-    "folder", shared_trace_folders(), ids=lambda p: f"{p.parent.name}/{p.name}"
-)
+@pytest.mark.parametrize("folder", real_trace_folders(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_reproduces_every_stored_chunk_list(folder) -> None:
     base = json.loads((folder / "base_solution.json").read_text())
     labeled = json.loads((folder / "chunks_labeled.json").read_text())
@@ -106,11 +101,10 @@ def test_reproduces_every_stored_chunk_list(folder) -> None:
         assert split_solution(base["full_cot"], keep_last=False) == stored["chunks"][:-1]
 
 
-@needs_shared_data
 def test_problem_4682_reference_facts() -> None:
     folder = next(
         f
-        for f in shared_trace_folders()
+        for f in real_trace_folders()
         if f.name == "problem_4682" and f.parent.name == "correct_base_solution"
     )
     full_cot = json.loads((folder / "base_solution.json").read_text())["full_cot"]
@@ -192,13 +186,11 @@ def test_prefix_rule_reproduces_the_reference_definition() -> None:
     assert prefix_token_spans(tokenizer, TOY_TEXT, spans) == expected
 
 
-@needs_shared_data
-@needs_shared_tokenizers
 def test_real_tokenizer_spans_cover_sentences_without_overlap() -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(SHARED_TOKENIZERS / "deepseek-r1-distill-qwen")
-    folder = shared_trace_folders()[0]
+    tokenizer = AutoTokenizer.from_pretrained(REAL_TOKENIZERS / "deepseek-r1-distill-qwen")
+    folder = real_trace_folders()[0]
     full_cot = json.loads((folder / "base_solution.json").read_text())["full_cot"]
     record = sentence_record(full_cot, "head")
     spans = [tuple(span) for span in record["char_spans"]]

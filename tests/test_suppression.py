@@ -120,10 +120,12 @@ def test_suppression_leaves_earlier_positions_unchanged() -> None:
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("query_block", [1, 6, 13, N_TOKENS - 1])
 def test_query_blocks_reproduce_whole_attention(attention: str, query_block: int) -> None:
-    """Eager, blocks of two rows or more: bit for bit (the benchmark's exact matrix rests on
-    it); one-row blocks and SDPA: within 1e-5."""
+    """Within 1e-5 of the whole-sequence logits, eager and SDPA, with and without suppression and
+    after a KV-cache prefix. Eager blocks of two rows or more were bit for bit on the Intel CPUs of
+    earlier sessions, not on AMD EPYC (a 6-row block differs by 1.9e-6): the CPU's matmul kernel
+    may depend on the row count, so bitwise equality is not asserted."""
     model = tiny_model("llama", attention)
-    tolerance = 0.0 if attention == "eager" and query_block > 1 else 1e-5
+    tolerance = 1e-5
     ids = token_ids()[None].expand(2, -1)
     keys = torch.zeros(2, N_TOKENS, dtype=torch.bool)
     keys[0, 9:14] = True

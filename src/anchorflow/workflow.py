@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 
 
@@ -39,3 +41,18 @@ def code_digest(*modules: str) -> str:
         digest.update(name.encode())
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def export_package_path(
+    source_folder: str | Path, environment: MutableMapping[str, str] = os.environ
+) -> str:
+    """Put ``source_folder`` (the checkout's ``src``) first on ``PYTHONPATH`` in ``environment``.
+
+    The Snakefile calls it, so every job it starts (local, or a cluster job that re-reads the
+    Snakefile) imports the workflow's own package, also from a conda env that does not install
+    it. Returns the new value; an entry already present is not added twice.
+    """
+    folder = str(Path(source_folder).resolve())
+    entries = [entry for entry in environment.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    environment["PYTHONPATH"] = os.pathsep.join([folder, *(e for e in entries if e != folder)])
+    return environment["PYTHONPATH"]
