@@ -42,5 +42,5 @@ lint: setup
 # docs/rulegraph.svg: every rule, those after the checkpoint too (the demo's checkpoint output
 # is built first, so the graph can be evaluated past it). Needs graphviz's `dot`.
 rulegraph: setup
-	$(BIN)/snakemake --cores 1 --configfile demo/config.yaml acquire_rollouts
+	$(BIN)/snakemake acquire_rollouts --cores 1 --configfile demo/config.yaml
 	$(BIN)/snakemake --configfile demo/config.yaml --rulegraph | dot -Tsvg > docs/rulegraph.svg

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import QWEN14B_SHAPE, random_qwen2, synchronized_seconds
+from common import synchronized_seconds
 from transformers import Qwen2ForCausalLM
 
 from anchorflow.attention import naive_sentence_attention, sentence_attention
+from anchorflow.tiny_models import QWEN14B_SHAPE, random_causal_lm
 
 CONFIGS = {
     "tiny": dict(
@@ -61,7 +62,13 @@ def sentence_spans(length: int) -> np.ndarray:
 def build(config: str, device: str, attn_implementation: str) -> Qwen2ForCausalLM:
     """A randomly initialised model (seed 0): float32 on CPU, float16 on CUDA."""
     dtype = torch.float16 if device == "cuda" else torch.float32
-    return random_qwen2(CONFIGS[config], device, dtype, attn_implementation=attn_implementation)
+    return random_causal_lm(
+        "qwen2",
+        device=device,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        **CONFIGS[config],
+    )
 
 
 def rss_mb() -> float:

@@ -15,17 +15,18 @@ import argparse
 
 import torch
 from common import synchronized_seconds
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from anchorflow.generation import GenerationItem, SamplingSettings, generate
 from anchorflow.interventions import HeadIntervention, stable_seed
+from anchorflow.tiny_models import random_causal_lm, special_token_ids, word_level_tokenizer
 
 VOCAB = ["<pad>", "<eos>", "<bos>"] + [f"w{i}" for i in range(509)]
 
 
-def tiny_model(hidden: int, layers: int, device: str) -> tuple[Qwen2ForCausalLM, object]:
-    config = Qwen2Config(
+def tiny_model(hidden: int, layers: int, device: str) -> tuple[torch.nn.Module, object]:
+    model = random_causal_lm(
+        "qwen2",
+        device=device,
         vocab_size=len(VOCAB),
         hidden_size=hidden,
         intermediate_size=4 * hidden,
@@ -33,18 +34,9 @@ def tiny_model(hidden: int, layers: int, device: str) -> tuple[Qwen2ForCausalLM,
         num_attention_heads=8,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
+        **special_token_ids(),
     )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).eval().to(device)
-    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="w0"))
-    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=word_level, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>"
-    )
-    return model, tokenizer
+    return model, word_level_tokenizer(VOCAB)
 
 
 def timed(model, tokenizer, items, settings, interventions) -> tuple[float, int]:

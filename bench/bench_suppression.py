@@ -18,9 +18,10 @@ import argparse
 
 import numpy as np
 import torch
-from common import QWEN14B_SHAPE, random_qwen2, synchronized_seconds
+from common import synchronized_seconds
 
 from anchorflow.suppression import KLSettings, reference_suppression_matrix, suppression_matrix
+from anchorflow.tiny_models import QWEN14B_SHAPE, random_causal_lm
 
 SHAPES = {
     "tiny": dict(
@@ -30,6 +31,7 @@ SHAPES = {
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
+        max_position_embeddings=32768,
     ),
     "qwen14b": QWEN14B_SHAPE,
 }
@@ -39,8 +41,13 @@ def build(config: str, device: str) -> torch.nn.Module:
     """Tiny: float32, logits scaled x30 (peaked distributions, as a trained model's); 14B shape:
     float16."""
     dtype = torch.float32 if config == "tiny" else torch.float16
-    model = random_qwen2(
-        SHAPES[config], device, dtype, tie_word_embeddings=False, attn_implementation="eager"
+    model = random_causal_lm(
+        "qwen2",
+        device=device,
+        dtype=dtype,
+        tie_word_embeddings=False,
+        attn_implementation="eager",
+        **SHAPES[config],
     )
     with torch.no_grad():
         model.lm_head.weight.mul_(30.0 if config == "tiny" else 1.0)

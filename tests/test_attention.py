@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from anchorflow import attention
 from anchorflow.attention import (
@@ -15,6 +14,7 @@ from anchorflow.attention import (
     token_attentions,
     with_oom_retry,
 )
+from anchorflow.tiny_models import random_causal_lm
 
 LENGTH = 97
 SPANS = [[4, 19], [19, 20], [20, 47], [52, 70], [70, 96]]  # gaps, a 1-token sentence, T-1 left out
@@ -22,25 +22,12 @@ SPANS = [[4, 19], [19, 20], [20, 47], [52, 70], [70, 96]]  # gaps, a 1-token sen
 
 def _tiny(family: str) -> torch.nn.Module:
     """A 2-layer model with GQA (4 query heads, 2 KV heads), random weights."""
-    torch.manual_seed(0)
-    common = dict(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    if family == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**common, attn_implementation="eager"))
-    else:
-        model = LlamaForCausalLM(LlamaConfig(**common, attn_implementation="eager"))
+    model = random_causal_lm(family, intermediate_size=48, attn_implementation="eager")
     with torch.no_grad():  # larger query/key weights give peaked, non-uniform attention
         for layer in model.model.layers:
             layer.self_attn.q_proj.weight.mul_(20)
             layer.self_attn.k_proj.weight.mul_(20)
-    return model.eval()
+    return model
 
 
 @pytest.fixture(scope="module", params=["qwen2", "llama"])

@@ -4,14 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from anchorflow.generation import (
@@ -27,33 +19,21 @@ from anchorflow.generation import (
     shard,
 )
 from anchorflow.interventions import HeadIntervention, stable_seed
+from anchorflow.tiny_models import (
+    FAMILIES,
+    random_causal_lm,
+    special_token_ids,
+    word_level_tokenizer,
+)
 
 WORDS = ["<pad>", "<eos>", "<bos>"] + [f"w{i}" for i in range(45)]
-FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 
 
 def tiny(family: str):
-    config_class, model_class = FAMILIES[family]
-    config = config_class(
-        vocab_size=len(WORDS),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
+    model = random_causal_lm(
+        family, vocab_size=len(WORDS), max_position_embeddings=128, **special_token_ids()
     )
-    torch.manual_seed(0)
-    model = model_class(config).eval()
-    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="w0"))
-    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=word_level, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>"
-    )
-    return model, tokenizer
+    return model, word_level_tokenizer(WORDS)
 
 
 PROMPTS = ["w3 w4 w5 w6 w7 w8 w9 w10 w11", "w12", "w20 w21 w22", "w30 w31 w32 w33 w34"]

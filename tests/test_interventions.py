@@ -9,11 +9,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
 )
 
 from anchorflow.generation import GenerationItem, SamplingSettings, generate
@@ -29,28 +25,19 @@ from anchorflow.interventions import (
     specs_to_json,
 )
 from anchorflow.scoring import score_text, summarise
-
-FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+from anchorflow.tiny_models import FAMILIES, random_causal_lm, special_token_ids
 
 
 def tiny_model(family: str, vocab: int = 48, seed: int = 0) -> torch.nn.Module:
     """2 layers x 4 heads (2 KV heads), hidden 32, float32."""
-    config_class, model_class = FAMILIES[family]
-    config = config_class(
+    return random_causal_lm(
+        family,
+        seed=seed,
         vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=128,
         tie_word_embeddings=False,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
+        **special_token_ids(),
     )
-    torch.manual_seed(seed)
-    return model_class(config).eval()
 
 
 def o_proj_output(model, layer, input_ids, interventions=(), attention_mask=None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from anchorflow import suppression
 from anchorflow.suppression import (
@@ -22,6 +21,7 @@ from anchorflow.suppression import (
     suppression_attention,
     suppression_matrix,
 )
+from anchorflow.tiny_models import random_causal_lm
 
 VOCAB = 160
 SPANS = np.array([[3, 9], [9, 14], [14, 22], [22, 27], [27, 35], [35, 41], [41, 48]])
@@ -30,20 +30,9 @@ N_TOKENS = 50
 
 def tiny_model(family: str, attention: str = "eager", peaked: bool = True) -> torch.nn.Module:
     """A random 2-layer GQA model (hidden 32, 4 query / 2 key-value heads), float32."""
-    shape = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        attn_implementation=attention,
+    model = random_causal_lm(
+        family, vocab_size=VOCAB, tie_word_embeddings=False, attn_implementation=attention
     )
-    torch.manual_seed(0)
-    config = Qwen2Config(**shape) if family == "qwen2" else LlamaConfig(**shape)
-    model = (Qwen2ForCausalLM if family == "qwen2" else LlamaForCausalLM)(config).eval()
     if peaked:
         with torch.no_grad():
             model.lm_head.weight.mul_(60.0)
