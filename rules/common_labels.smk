@@ -1,3 +1,4 @@
+from anchorflow.labels.client import check_api_key
 from anchorflow.labels.prompt import PROMPT_VERSION
 
 LABELS = config["labels"]
@@ -9,7 +10,9 @@ def label_uses_api():
 
 
 def label_settings(source):
-    """Labelling parameters of a source; transport settings excluded (see label_client_settings)."""
+    """Labelling parameters of a source. Transport settings (retries, waits, deadlines, polling,
+    cache_dir) cannot change a label: scripts read them from the config, so they rerun nothing.
+    """
     if source == "dataset":
         return {"source": "dataset"}
     keys = ["model", "max_tokens", "temperature", "window_chunks", "context_chunks"]
@@ -24,13 +27,6 @@ def label_params_configured(wildcards):
 
 def label_params_anthropic(wildcards):
     return label_settings("anthropic")
-
-
-def label_client_settings(wildcards):
-    """Transport settings of API jobs: retries, backoff, timeouts, batch polling, cache."""
-    keys = ["max_retries", "backoff_base_s", "backoff_max_s", "timeout_s", "batch"]
-    keys += ["poll_interval_s", "poll_timeout_s", "cache_dir"]
-    return {key: LABELS[key] for key in keys}
 
 
 def label_api_slots(wildcards):

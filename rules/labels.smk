@@ -3,6 +3,8 @@ if label_uses_api():
     envvars:
         "ANTHROPIC_API_KEY",
 
+    check_api_key()
+
 
 rule label_trace:
     input:
@@ -22,7 +24,6 @@ rule label_trace:
         llm_api=label_api_slots,
     params:
         labelling=label_params_configured,
-        client=label_client_settings,
     script:
         "../scripts/label_trace.py"
 
@@ -45,7 +46,6 @@ rule label_trace_anthropic:
         llm_api=1,
     params:
         labelling=label_params_anthropic,
-        client=label_client_settings,
     script:
         "../scripts/label_trace.py"
 
@@ -68,7 +68,6 @@ rule label_batch:
         llm_api=1,
     params:
         labelling=label_params_anthropic,
-        client=label_client_settings,
     script:
         "../scripts/label_batch.py"
 

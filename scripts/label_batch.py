@@ -3,12 +3,12 @@
 from anchorflow.io import read_tsv, write_json
 from anchorflow.labels.batch import BatchLabeller
 from anchorflow.labels.cache import ResponseCache
-from anchorflow.labels.labeller import Settings, make_api
+from anchorflow.labels.labeller import Settings, make_api, transport_settings
 from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
-client = snakemake.params.client
+client = transport_settings(snakemake.config["labels"])
 rollouts = snakemake.wildcards.rollouts
 manifest = read_tsv(snakemake.input.manifest)
 usable = set(manifest.loc[manifest["rollouts"] == rollouts, "trace"])
@@ -19,7 +19,7 @@ records = [
 ]
 labeller = BatchLabeller(
     Settings.from_params(snakemake.params.labelling),
-    make_api(client, log),
+    make_api(client, log, job_deadline=False),
     ResponseCache(client["cache_dir"]),
     client["poll_interval_s"],
     client["poll_timeout_s"],

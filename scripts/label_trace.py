@@ -1,6 +1,6 @@
 """Label one trace's dataset chunks: from the dataset, or with Claude (cached, retried)."""
 
-from anchorflow.labels import label_trace_file
+from anchorflow.labels.labeller import label_trace_file, transport_settings
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
@@ -10,6 +10,6 @@ label_trace_file(
     snakemake.wildcards.trace,
     snakemake.output[0],
     dict(snakemake.params.labelling),
-    dict(snakemake.params.client),
+    transport_settings(snakemake.config["labels"]),
     log,
 )

@@ -30,7 +30,7 @@ from anchorflow.labels.labeller import (
 from anchorflow.labels.prompt import PROMPT_VERSION
 from anchorflow.labels.taxonomy import TAGS
 
-POLICY = RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.004)
+POLICY = RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.05)
 LOG = logging.getLogger("test_labels")
 FAULTS = ["429", "529", "500", "drop", "malformed", "missing", "unknown_tag", "forward", "shifted"]
 OUTPUT_LIMIT = 100  # the fake cuts off responses for more chunks than this at max_tokens
@@ -175,7 +175,7 @@ def test_label_file_usage_and_no_key_anywhere(server, records, tmp_path, caplog)
     caplog.set_level(logging.DEBUG)
     records_file = tmp_path / "records.jsonl"
     write_jsonl(records_file, records[:2])
-    client = {"cache_dir": str(tmp_path / "cache"), "timeout_s": 10}
+    client = {"cache_dir": str(tmp_path / "cache"), "timeout_s": 10, "job_timeout_s": 600}
     client |= {"max_retries": 1, "backoff_base_s": 0.001, "backoff_max_s": 0.01}
     documents = [
         label_trace_file(

@@ -9,7 +9,8 @@ import pytest
 from labels_support import real_records
 
 from anchorflow.io import read_json, write_jsonl
-from anchorflow.labels import LabelError, dataset_label_document, label_trace_file, labelled_chunks
+from anchorflow.labels.dataset import LabelError, dataset_label_document, labelled_chunks
+from anchorflow.labels.labeller import label_trace_file
 from anchorflow.labels.taxonomy import TAGS
 
 

@@ -77,7 +77,11 @@ def test_request_caches_instruction_prefix_and_forces_the_tool():
     window = make_windows(CHUNKS, 100, None)[0]
     request = build_request("p", window, "claude-x", 1000, None)
     assert request["system"][0]["cache_control"] == {"type": "ephemeral"}
-    assert request["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
+    assert request["tool_choice"] == {
+        "type": "tool",
+        "name": TOOL_NAME,
+        "disable_parallel_tool_use": True,
+    }
     assert "temperature" not in request and "extra_body" not in request
     assert build_request("p", window, "claude-x", 1000, 0.0)["extra_body"] == {"temperature": 0.0}
     schema = request["tools"][0]["input_schema"]["additionalProperties"]

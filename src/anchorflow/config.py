@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+# JSON Schema counts 60.0 as an integer; a config integer must be written as one (60), or a float
+# reaches code that needs an int (a window size, ``max_tokens`` sent to the API, a problem id in a
+# file name).
+StrictIntegerValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
 
 
 class ConfigError(ValueError):
@@ -38,16 +48,25 @@ def _validation_error(error: BaseException | None) -> ValidationError | None:
 
 def validate_config(config: MutableMapping[str, Any], schema_path: str | Path) -> None:
     """Fill schema defaults into ``config`` in place (``snakemake.utils.validate``), then raise
-    :class:`ConfigError` naming the key of the first violation."""
+    :class:`ConfigError` naming the key of the first violation; integers given as floats
+    (``60.0``) are violations too."""
     from snakemake.utils import validate
 
+    schema_file = Path(schema_path).resolve()
     try:
-        validate(config, str(Path(schema_path).resolve()), set_default=True)
+        validate(config, str(schema_file), set_default=True)
     except Exception as error:
         violation = _validation_error(error)
         if violation is None:
             raise
         raise ConfigError(f"invalid config: {describe(violation)}") from None
+    schema = yaml.safe_load(schema_file.read_text(encoding="utf-8"))
+    strict = sorted(
+        StrictIntegerValidator(schema).iter_errors(config),
+        key=lambda error: list(map(str, error.absolute_path)),
+    )
+    if strict:
+        raise ConfigError(f"invalid config: {describe(strict[0])} (write integers without a point)")
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import fsspec
 
 from anchorflow.io import read_jsonl
+from anchorflow.labels.taxonomy import TAGS
 from anchorflow.sentences import SentenceLocationError, char_spans, dataset_chunks, split_solution
 
 LOG = logging.getLogger(__name__)
@@ -101,22 +102,43 @@ def requested_traces(
     ]
 
 
-def read_tree_files(source: str, paths: Iterable[str]) -> dict[str, str | None]:
+@dataclass(frozen=True)
+class NotUtf8:
+    """A file whose bytes are not UTF-8: kept as this marker so its trace is excluded with the
+    reason ``not_utf8`` (never decoded with replacement characters)."""
+
+    detail: str
+
+
+FileText = str | NotUtf8 | None
+
+
+def decode_utf8(data: bytes) -> str | NotUtf8:
+    """``data`` decoded as UTF-8, or :class:`NotUtf8` naming the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return NotUtf8(
+            f"byte {error.start} ({data[error.start : error.start + 1]!r}) {error.reason}"
+        )
+
+
+def read_tree_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
     """Read ``paths`` (relative to ``source``) through fsspec; a missing file is ``None``."""
     filesystem, root = fsspec.core.url_to_fs(source)
     root = root.rstrip("/")
-    contents: dict[str, str | None] = {}
+    contents: dict[str, FileText] = {}
     for path in paths:
         full = f"{root}/{path}"
         try:
             with filesystem.open(full, "rb") as stream:
-                contents[path] = stream.read().decode("utf-8", errors="replace")
+                contents[path] = decode_utf8(stream.read())
         except FileNotFoundError:
             contents[path] = None
     return contents
 
 
-def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, str | None]:
+def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
     """Read ``paths`` from the parquet export at ``source`` (file, folder or glob; any fsspec URL).
 
     Only the ``path`` column is read for every row group whose statistics admit a wanted path;
@@ -127,7 +149,7 @@ def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, str | Non
     import pyarrow.parquet as pq
 
     wanted = sorted(set(paths))
-    contents: dict[str, str | None] = dict.fromkeys(wanted)
+    contents: dict[str, FileText] = dict.fromkeys(wanted)
     if not wanted:
         return contents
     filesystem, root = fsspec.core.url_to_fs(source)
@@ -164,13 +186,15 @@ def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, str | Non
                     table.column("content").to_pylist(),
                     strict=True,
                 ):
-                    contents[path] = content
+                    contents[path] = decode_utf8(content) if isinstance(content, bytes) else content
     return contents
 
 
-def _parse(name: str, text: str | None) -> Any:
+def _parse(name: str, text: FileText) -> Any:
     if text is None:
         raise TraceDataError("missing_file", f"{name} is missing")
+    if isinstance(text, NotUtf8):
+        raise TraceDataError("not_utf8", f"{name}: {text.detail}")
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -201,10 +225,18 @@ def _label_row(row: Any, position: int) -> dict[str, Any]:
         raise TraceDataError(
             "malformed", f"chunks_labeled.json[{position}] depends_on: {error}"
         ) from error
+    tags = row["function_tags"]
+    known = set(TAGS)
+    if not isinstance(tags, list) or not tags or not all(tag in known for tag in tags):
+        raise TraceDataError(
+            "bad_labels",
+            f"chunks_labeled.json[{position}] function_tags {tags!r} is not a non-empty list of "
+            f"taxonomy tags",
+        )
     label = {
         "chunk": row["chunk"],
         "chunk_idx": int(row["chunk_idx"]),
-        "function_tags": list(row["function_tags"]),
+        "function_tags": list(tags),
         "depends_on": depends_on,
     }
     for key, value in row.items():
@@ -213,7 +245,7 @@ def _label_row(row: Any, position: int) -> dict[str, Any]:
     return label
 
 
-def normalise_trace(request: TraceRequest, files: Mapping[str, str | None]) -> dict[str, Any]:
+def normalise_trace(request: TraceRequest, files: Mapping[str, FileText]) -> dict[str, Any]:
     """Build the normalised record of one trace from its raw file texts (keyed by file name).
 
     Raises :class:`TraceDataError` when the trace is unusable: a missing or unparsable file, an

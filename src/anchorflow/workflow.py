@@ -8,15 +8,22 @@ import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
+ATTEMPT_HEADER = "==== attempt "
+
 
 def log_to(log_path: str | Path | None, name: str = "anchorflow") -> logging.Logger:
     """Send logging records and ``sys.stderr`` (tqdm progress bars) to ``log_path``.
 
-    With no path (standalone use) everything stays on the terminal.
+    The log is appended to, under a header ``==== attempt N ====`` (N counts the headers
+    already there), so a retried job keeps the traceback of every failed attempt. With no path
+    (standalone use) everything stays on the terminal.
     """
     if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr = open(log_path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
+        path = Path(log_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        earlier = path.read_text(errors="replace").count(ATTEMPT_HEADER) if path.exists() else 0
+        sys.stderr = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        sys.stderr.write(f"{ATTEMPT_HEADER}{earlier + 1} ====\n")
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,

@@ -1,16 +1,7 @@
-"""Sentence taxonomy labels: the dataset's own, or Claude's (cached, retried, batched)."""
+"""Sentence taxonomy labels: the dataset's own, or Claude's (cached, retried, batched).
 
-from anchorflow.labels.dataset import LabelError, dataset_label_document, labelled_chunks
-from anchorflow.labels.labeller import label_trace_file
-from anchorflow.labels.prompt import PROMPT_VERSION
-from anchorflow.labels.taxonomy import CATEGORIES, TAGS
-
-__all__ = [
-    "CATEGORIES",
-    "PROMPT_VERSION",
-    "TAGS",
-    "LabelError",
-    "dataset_label_document",
-    "label_trace_file",
-    "labelled_chunks",
-]
+Submodules: ``taxonomy`` (tags and categories), ``dataset`` (the dataset's labels), ``prompt``
+(request and response validation), ``client`` (transport), ``cache``, ``labeller`` (windows,
+re-asks, the rule entry point), ``batch`` (Message Batches), ``agreement``. This package module
+imports none of them, so ``anchorflow.rollouts`` can use the taxonomy without a cycle.
+"""

@@ -1,8 +1,13 @@
-"""Persistent response cache: one JSON file per window outcome, written atomically.
+"""Persistent response cache, written atomically.
 
-Entries live at ``<cache_dir>/<key[:2]>/<key>.json`` where ``key`` is
+Window outcomes live at ``<cache_dir>/<key[:2]>/<key>.json`` where ``key`` is
 :func:`anchorflow.labels.prompt.cache_key`. They hold the labels of the window, its token
 usage and the number of requests it took, so a rerun costs nothing and still reports usage.
+
+Every reply is also kept as received, before anything else is done with it, at
+``<cache_dir>/replies/<request_key[:2]>/<request_key>.json`` (the key hashes the whole request,
+re-ask turns included), until its window's outcome is decided: a paid answer is never bought
+twice, whatever fails between its arrival and that decision.
 """
 
 from __future__ import annotations
@@ -36,6 +41,23 @@ class ResponseCache:
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         write_json(self.path(key), {**entry, "key": key})
+
+    def reply_path(self, request_key: str) -> Path:
+        return self.directory / "replies" / request_key[:2] / f"{request_key}.json"
+
+    def get_reply(self, request_key: str) -> dict[str, Any] | None:
+        """The reply stored for a request, or None when absent or unreadable."""
+        path = self.reply_path(request_key)
+        if not path.exists():
+            return None
+        try:
+            entry = read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return entry["message"] if entry.get("request_key") == request_key else None
+
+    def put_reply(self, request_key: str, message: dict[str, Any]) -> None:
+        write_json(self.reply_path(request_key), {"request_key": request_key, "message": message})
 
     @property
     def batch_dir(self) -> Path:

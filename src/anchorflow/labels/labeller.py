@@ -7,7 +7,10 @@ code change, makes no request for a window already labelled.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from anchorflow.io import write_json
+from anchorflow.labels import prompt
 from anchorflow.labels.cache import ResponseCache
 from anchorflow.labels.client import Api, RetryPolicy
 from anchorflow.labels.dataset import (
@@ -45,14 +49,49 @@ USAGE_FIELDS = (
 )
 
 
+def _token_count(value: Any) -> int | None:
+    """A token count as an int; None when it is not a finite non-negative number."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number >= 0 else None
+
+
 def usage_of(message: Mapping[str, Any]) -> dict[str, int]:
-    """The four token counts of a response (absent ones are 0)."""
-    usage = message.get("usage") or {}
-    return {name: int(usage.get(name) or 0) for name in USAGE_FIELDS}
+    """The four token counts of a response (absent ones are 0). Unreadable counts are 0 and
+    listed under ``unreadable_usage`` (a bad count never discards a paid answer)."""
+    usage = message.get("usage")
+    usage = usage if isinstance(usage, Mapping) else {}
+    counts: dict[str, Any] = {}
+    unreadable = []
+    for name in USAGE_FIELDS:
+        count = _token_count(usage.get(name) or 0)
+        if count is None:
+            unreadable.append(name)
+        counts[name] = count or 0
+    if unreadable:
+        counts["unreadable_usage"] = unreadable
+    return counts
 
 
-def add_usage(*usages: Mapping[str, int]) -> dict[str, int]:
+def add_usage(*usages: Mapping[str, Any]) -> dict[str, int]:
+    """Token counts summed over ``usages`` (the ``unreadable_usage`` notes are dropped)."""
     return {name: sum(int(usage.get(name, 0)) for usage in usages) for name in USAGE_FIELDS}
+
+
+def request_key(request: Mapping[str, Any]) -> str:
+    """SHA-256 of a whole request (model, prompt, re-ask turns) and the prompt version: the key
+    of its stored reply."""
+    material = json.dumps(
+        {"prompt_version": prompt.PROMPT_VERSION, "request": request},
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -108,6 +147,7 @@ class WindowLabeller:
         self.api = api
         self.cache = cache
         self.log = log
+        self.unsettled_replies: list[str] = []
 
     def label(self, problem: str, window: Window, what: str) -> dict[str, Any]:
         """The outcome of a window, from the cache when possible."""
@@ -117,7 +157,16 @@ class WindowLabeller:
             return entry
         entry = self._ask(problem, window, what)
         self.cache.put(key, entry)
+        self._settle_replies()
         return entry
+
+    def _settle_replies(self) -> None:
+        """Drop the stored replies of a window whose outcome is decided (cached, or failed for
+        good): they only guard the time between a reply's arrival and that decision, so a rerun
+        in ``fail`` mode asks afresh instead of replaying the invalid answers."""
+        for key in self.unsettled_replies:
+            self.cache.reply_path(key).unlink(missing_ok=True)
+        self.unsettled_replies.clear()
 
     def _ask(self, problem: str, window: Window, what: str) -> dict[str, Any]:
         if self.api is None:
@@ -126,7 +175,7 @@ class WindowLabeller:
         messages = list(request["messages"])
         usage = add_usage()
         for ask in range(self.settings.max_reasks + 1):
-            message = self.api.create_message({**request, "messages": messages}, what)
+            message = self._reply({**request, "messages": messages}, what)
             usage = add_usage(usage, usage_of(message))
             parsed = validate_response(message, window)
             if parsed.valid:
@@ -134,12 +183,35 @@ class WindowLabeller:
             if parsed.truncated and len(window.targets) > 1:
                 self.log.warning("%s: cut off at max_tokens; splitting the window", what)
                 return self._split(problem, window, what, usage, ask + 1)
+            if parsed.truncated:
+                # One chunk cut off at max_tokens would be cut off again: asking once more only
+                # pays twice. A window of n chunks thus costs at most 2n - 1 requests.
+                self.log.warning("%s: one chunk cut off at max_tokens; not asked again", what)
+                return self._give_up(parsed, usage, ask + 1, f"{what}: cut off at max_tokens")
             self.log.warning("%s: invalid response (%s)", what, _summary(parsed))
             messages += reask_messages(message, parsed, window)
+        reasks = self.settings.max_reasks
+        return self._give_up(
+            parsed, usage, reasks + 1, f"{what}: still invalid after {reasks} re-asks"
+        )
+
+    def _give_up(self, parsed: Parsed, usage: dict, requests: int, why: str) -> dict[str, Any]:
+        """A window that stays invalid: fail, or keep what is valid (``on_invalid: unknown``)."""
         if self.settings.on_invalid == "fail":
-            reasks = self.settings.max_reasks
-            raise LabelError(f"{what}: still invalid after {reasks} re-asks: {_summary(parsed)}")
-        return outcome_from_parsed(parsed, usage, self.settings.max_reasks + 1, "messages")
+            self._settle_replies()
+            raise LabelError(f"{why}: {_summary(parsed)}")
+        return outcome_from_parsed(parsed, usage, requests, "messages")
+
+    def _reply(self, request: dict[str, Any], what: str) -> dict[str, Any]:
+        """The reply to ``request``: stored from an earlier try, or bought and stored at once,
+        before any bookkeeping that could fail."""
+        key = request_key(request)
+        message = self.cache.get_reply(key)
+        if message is None:
+            message = self.api.create_message(request, what)
+            self.cache.put_reply(key, message)
+        self.unsettled_replies.append(key)
+        return message
 
     def _split(
         self, problem: str, window: Window, what: str, usage: dict, requests: int
@@ -237,11 +309,35 @@ def anthropic_label_document(
     )
 
 
-def make_api(client_settings: Mapping[str, Any], log: logging.Logger) -> Api:
-    """An API client from the ``labels`` transport settings (key from the environment)."""
+TRANSPORT_KEYS = (
+    "max_retries",
+    "backoff_base_s",
+    "backoff_max_s",
+    "timeout_s",
+    "job_timeout_s",
+    "batch",
+    "poll_interval_s",
+    "poll_timeout_s",
+    "cache_dir",
+)
+
+
+def transport_settings(labels_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``labels`` settings that cannot change a label (retries, waits, deadlines, polling,
+    where the cache lies). Rule scripts read them from the config, never from params, so
+    changing one reruns no job; none of them enters a cache key."""
+    return {key: labels_config[key] for key in TRANSPORT_KEYS}
+
+
+def make_api(
+    client_settings: Mapping[str, Any], log: logging.Logger, job_deadline: bool = True
+) -> Api:
+    """An API client from the ``labels`` transport settings (key from the environment); with
+    ``job_deadline``, bounded by ``job_timeout_s``."""
     return Api(
         RetryPolicy.from_settings(client_settings),
         timeout_s=float(client_settings["timeout_s"]),
+        job_timeout_s=float(client_settings["job_timeout_s"]) if job_deadline else None,
         log=log,
     )
 

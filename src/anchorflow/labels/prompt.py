@@ -16,6 +16,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from anchorflow.labels.client import DUPLICATE_KEYS, loads_marking_duplicates
 from anchorflow.labels.taxonomy import TAG_DEFINITIONS, TAGS
 
 PROMPT_HUMAN_VERSION = "v1"
@@ -206,7 +207,7 @@ def build_request(
         "max_tokens": max_tokens,
         "system": [{"type": "text", "text": INSTRUCTIONS, "cache_control": {"type": "ephemeral"}}],
         "tools": [TOOL],
-        "tool_choice": {"type": "tool", "name": TOOL_NAME},
+        "tool_choice": {"type": "tool", "name": TOOL_NAME, "disable_parallel_tool_use": True},
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": user_text(problem, window)}]}
         ],
@@ -245,21 +246,53 @@ class Parsed:
 
 
 def response_input(message: Mapping[str, Any]) -> tuple[Any, str | None]:
-    """The tool input of a response (or JSON in a text block), and an error if unreadable."""
-    for block in message.get("content", []):
-        if block.get("type") == "tool_use" and block.get("name") == TOOL_NAME:
-            return block.get("input"), None
-    blocks = message.get("content", [])
-    texts = "".join(block.get("text", "") for block in blocks if block.get("type") == "text")
+    """The tool input of a response (or JSON in its text), and an error when there is none or
+    when several calls of the tool disagree."""
+    blocks = message.get("content") or []
+    calls = [
+        block.get("input")
+        for block in blocks
+        if block.get("type") == "tool_use" and block.get("name") == TOOL_NAME
+    ]
+    if calls:
+        if any(call != calls[0] for call in calls[1:]):
+            return None, f"{len(calls)} {TOOL_NAME} calls with conflicting inputs"
+        return calls[0], None
+    texts = "".join(block.get("text") or "" for block in blocks if block.get("type") == "text")
     try:
-        return json.loads(texts), None
+        return loads_marking_duplicates(texts), None
     except json.JSONDecodeError as error:
         return None, f"no {TOOL_NAME} call and the text is not valid JSON ({error.msg})"
 
 
+def is_chunk_key(key: str, targets: set[int]) -> bool:
+    """Whether ``key`` names a chunk to label in canonical form (``"5"``, never ``"05"``)."""
+    return key.isdigit() and str(int(key)) == key and int(key) in targets
+
+
+def _entry_issues(entry: Any, index: int, allowed: set[int]) -> list[str]:
+    """What is wrong with one chunk's entry (empty when it is usable)."""
+    if isinstance(entry, dict) and DUPLICATE_KEYS in entry:
+        return [f"repeated keys {entry[DUPLICATE_KEYS]} in the entry"]
+    issues = [
+        f"{'/'.join(map(str, error.path)) or 'entry'}: {error.message}"
+        for error in _ENTRY_VALIDATOR.iter_errors(entry)
+    ]
+    if issues:
+        return issues
+    not_integers = [dep for dep in entry["depends_on"] if type(dep) is not int]
+    if not_integers:
+        return [f"depends_on {not_integers} are not integers"]
+    bad = [dep for dep in entry["depends_on"] if dep >= index or dep not in allowed]
+    if bad:
+        return [f"depends_on {bad} are not earlier chunks shown in the prompt"]
+    return []
+
+
 def validate_response(message: Mapping[str, Any], window: Window) -> Parsed:
-    """Check a response against the window: every target index present exactly once, no
-    other keys, tags from the taxonomy (JSON schema), dependencies only on earlier shown chunks."""
+    """Check a response against the window: one answer (no conflicting tool calls, no repeated
+    keys), every target index present exactly once under its canonical key, no other keys,
+    tags from the taxonomy (JSON schema), integer dependencies only on earlier shown chunks."""
     truncated = message.get("stop_reason") == "max_tokens"
     payload, error = response_input(message)
     everyone = {index: [error] for index in window.indices} if error else {}
@@ -270,23 +303,26 @@ def validate_response(message: Mapping[str, Any], window: Window) -> Parsed:
     problems: dict[int, list[str]] = {}
     targets = set(window.indices)
     allowed = window.allowed_dependencies()
-    extra = sorted(key for key in payload if not (key.isdigit() and int(key) in targets))
+    response_issues = []
+    if DUPLICATE_KEYS in payload:
+        response_issues.append(f"keys {payload[DUPLICATE_KEYS]} are given more than once")
+    extra = sorted(
+        key for key in payload if key != DUPLICATE_KEYS and not is_chunk_key(key, targets)
+    )
     if extra:
         span = f"{window.indices[0]}..{window.indices[-1]}"
-        problems[-1] = [f"keys {extra} are not chunks to label ({span})"]
+        response_issues.append(f"keys {extra} are not chunks to label ({span})")
+    if response_issues:
+        problems[-1] = response_issues
+    repeated = {int(key) for key in payload.get(DUPLICATE_KEYS, []) if is_chunk_key(key, targets)}
     for index in window.indices:
         entry = payload.get(str(index))
         if entry is None:
             problems[index] = ["missing"]
             continue
-        issues = [
-            f"{'/'.join(map(str, error.path)) or 'entry'}: {error.message}"
-            for error in _ENTRY_VALIDATOR.iter_errors(entry)
-        ]
-        if not issues:
-            bad = [dep for dep in entry["depends_on"] if dep >= index or dep not in allowed]
-            if bad:
-                issues.append(f"depends_on {bad} are not earlier chunks shown in the prompt")
+        issues = _entry_issues(entry, index, allowed)
+        if index in repeated:
+            issues.append("given more than once")
         if issues:
             problems[index] = issues
         else:
