@@ -14,7 +14,15 @@ Faults: ``429`` (with ``retry-after``),
 ``529`` (``overloaded_error``), ``500``, ``drop`` (connection closed without a reply),
 ``malformed`` (text that is not JSON), ``missing`` (last chunk left out), ``unknown_tag``,
 ``forward`` (a dependency on a later chunk), ``shifted`` (every label one chunk late),
-``max_tokens`` (cut off). Every request is counted per route in ``counts``.
+``max_tokens`` (cut off). Hostile ones: ``retry-after=<value>`` (429 with that header, e.g.
+``86400``, ``inf``, ``soon``), ``drip`` (a valid reply dripped in pieces, ``drip_pause_s``
+apart), ``html``, ``truncated_body`` and ``content_null`` (2xx bodies that are no message),
+``usage_text`` (non-numeric token counts), ``conflicting_tools`` (a second tool call with other
+labels), ``duplicate_key`` (a chunk's key repeated in the raw JSON, the wrong entry last),
+``zero_padded`` (``"05"`` for ``"5"``), ``float_deps`` (``depends_on: [3.0]``).
+Batches: ``GET /v1/messages/batches`` lists them newest first with their real creation times;
+``results_drops`` results requests are cut off mid-stream first. Every request is counted per
+route in ``counts``.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -49,6 +59,7 @@ class Batch:
     id: str
     requests: list[dict[str, Any]]
     polls: int = 0
+    created_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -61,6 +72,8 @@ class FakeState:
     seen: Counter = field(default_factory=Counter)
     batches: dict[str, Batch] = field(default_factory=dict)
     cached_prefixes: set[str] = field(default_factory=set)
+    drip_pause_s: float = 0.2
+    results_drops: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -101,6 +114,10 @@ def _usage(state: FakeState, body: Mapping[str, Any], output: Any) -> dict[str, 
     }
 
 
+# A valid label that no catalogued chunk has: taken silently, it is a mislabel.
+WRONG_ENTRY = {"function_tags": ["uncertainty_management", "self_checking"], "depends_on": []}
+
+
 def answer(state: FakeState, body: Mapping[str, Any], fault: str | None) -> tuple[int, dict]:
     """The status and JSON of a messages request, with content faults applied."""
     text = _first_user_text(body)
@@ -123,10 +140,23 @@ def answer(state: FakeState, body: Mapping[str, Any], fault: str | None) -> tupl
     elif fault == "max_tokens":
         labels = dict(list(labels.items())[: len(labels) // 2])
         stop_reason = "max_tokens"
+    elif fault == "zero_padded":
+        labels[f"0{targets[0]}"] = WRONG_ENTRY
+    elif fault == "float_deps":
+        for entry in labels.values():
+            entry["depends_on"] = [float(dep) for dep in entry["depends_on"]]
+    elif fault == "duplicate_key":
+        labels[DUPLICATE_PLACEHOLDER] = {
+            "function_tags": ["uncertainty_management"],
+            "depends_on": [],
+        }
     tool = body["tool_choice"]["name"]
     content: list[dict[str, Any]] = [
         {"type": "tool_use", "id": f"toolu_{len(targets)}", "name": tool, "input": labels}
     ]
+    if fault == "conflicting_tools":  # a valid but wrong call first, the right one second
+        wrong = {key: WRONG_ENTRY for key in labels}
+        content.insert(0, {"type": "tool_use", "id": "toolu_first", "name": tool, "input": wrong})
     if fault == "malformed":
         content = [{"type": "text", "text": '{"' + str(targets[0]) + '": {"function_tags": ['}]
         stop_reason = "end_turn"
@@ -143,6 +173,23 @@ def answer(state: FakeState, body: Mapping[str, Any], fault: str | None) -> tupl
     return 200, message
 
 
+DUPLICATE_PLACEHOLDER = "__repeat_first_target__"
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """The JSON body of a message; a ``duplicate_key`` placeholder becomes the first target's
+    key, repeated after the real entry (so a parser that keeps the last value mislabels)."""
+    text = json.dumps(message)
+    if DUPLICATE_PLACEHOLDER in text:
+        first = next(key for key in message["content"][0]["input"] if key != DUPLICATE_PLACEHOLDER)
+        text = text.replace(f'"{DUPLICATE_PLACEHOLDER}"', f'"{first}"')
+    return text.encode()
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _batch_json(batch: Batch, ended: bool, base_url: str) -> dict[str, Any]:
     n = len(batch.requests)
     return {
@@ -156,8 +203,8 @@ def _batch_json(batch: Batch, ended: bool, base_url: str) -> dict[str, Any]:
             "canceled": 0,
             "expired": 0,
         },
-        "created_at": "2026-01-01T00:00:00Z",
-        "expires_at": "2026-01-02T00:00:00Z",
+        "created_at": _iso(batch.created_at),
+        "expires_at": _iso(batch.created_at + 86400),
         "ended_at": "2026-01-01T01:00:00Z" if ended else None,
         "archived_at": None,
         "cancel_initiated_at": None,
@@ -210,6 +257,27 @@ def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandle
             self.end_headers()
             self.wfile.write(data)
 
+        def _send_raw(self, status: int, data: bytes, content_type: str, length: int) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _drip(self, data: bytes, pieces: int = 20) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            size = -(-len(data) // pieces)
+            try:
+                for start in range(0, len(data), size):
+                    self.wfile.write(data[start : start + size])
+                    self.wfile.flush()
+                    time.sleep(state.drip_pause_s)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+
         def _body(self) -> dict[str, Any]:
             length = int(self.headers.get("Content-Length", 0))
             return json.loads(self.rfile.read(length) or b"{}")
@@ -242,7 +310,29 @@ def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandle
             if fault == "drop":
                 self.close_connection = True
                 return
-            if fault == "429":
+            if fault and fault.startswith("retry-after="):
+                error = {"type": "rate_limit_error", "message": "slow down"}
+                header = {"retry-after": fault.split("=", 1)[1]}
+                self._send(429, {"type": "error", "error": error}, header)
+            elif fault == "html":
+                page = b"<html><body>502 Bad Gateway</body></html>"
+                self._send_raw(200, page, "text/html", len(page))
+            elif fault in ("truncated_body", "content_null", "usage_text", "drip"):
+                status, message = answer(state, body, None)
+                if fault == "content_null":
+                    message["content"] = None
+                if fault == "usage_text":
+                    message["usage"] = {key: "lots" for key in message["usage"]}
+                data = encode_message(message)
+                if fault == "drip":
+                    self._drip(data)
+                elif fault == "truncated_body":
+                    self._send_raw(
+                        status, data[: len(data) // 2], "application/json", len(data) // 2
+                    )
+                else:
+                    self._send_raw(status, data, "application/json", len(data))
+            elif fault == "429":
                 error = {"type": "rate_limit_error", "message": "slow down"}
                 self._send(429, {"type": "error", "error": error}, {"retry-after": RETRY_AFTER_S})
             elif fault == "529":
@@ -252,9 +342,24 @@ def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandle
                 error = {"type": "api_error", "message": "oops"}
                 self._send(500, {"type": "error", "error": error})
             else:
-                self._send(*answer(state, body, fault))
+                status, message = answer(state, body, fault)
+                data = encode_message(message)
+                self._send_raw(status, data, "application/json", len(data))
 
         def do_GET(self) -> None:  # noqa: N802
+            if self.path.split("?")[0] == "/v1/messages/batches":
+                with state.lock:
+                    state.counts["batches.list"] += 1
+                    newest_first = sorted(state.batches.values(), key=lambda b: -b.created_at)
+                data = [
+                    _batch_json(b, b.polls >= state.polls_to_end, server.base_url)
+                    for b in newest_first
+                ]
+                listing = {"data": data, "has_more": False, "first_id": None, "last_id": None}
+                if data:
+                    listing |= {"first_id": data[0]["id"], "last_id": data[-1]["id"]}
+                self._send(200, listing)
+                return
             match = re.fullmatch(r"/v1/messages/batches/([\w-]+)(/results)?", self.path)
             batch = state.batches.get(match.group(1)) if match else None
             if batch is None:
@@ -263,7 +368,14 @@ def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandle
             if match.group(2):
                 with state.lock:
                     state.counts["batches.results"] += 1
-                self._send(200, self._results(batch))
+                    drop = state.results_drops > 0
+                    state.results_drops -= drop
+                data = self._results(batch)
+                if drop:  # headers promise the whole body; half of it comes, then the close
+                    self.close_connection = True
+                    self._send_raw(200, data[: len(data) // 2], "application/x-jsonl", len(data))
+                    return
+                self._send(200, data)
                 return
             with state.lock:
                 state.counts["batches.retrieve"] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,51 @@ def test_validate_config_command_prints_the_filled_config(tmp_path: Path) -> Non
     failed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert failed.returncode != 0
     assert "receivers.top_k" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value"),
+    [
+        (("labels", "window_chunks"), 60.0),
+        (("labels", "max_tokens"), 4096.0),
+        (("problems",), [101.0]),
+        (("receivers", "top_k"), 20.0),
+    ],
+)
+def test_integers_written_as_floats_are_rejected(key_path, value) -> None:
+    config = load("demo/config.yaml")
+    section = config
+    for key in key_path[:-1]:
+        section = section.setdefault(key, {})
+    section[key_path[-1]] = value
+    dotted = ".".join(key_path)
+    with pytest.raises(ConfigError, match=rf"'{dotted}(\.0)?'.*is not of type 'integer'"):
+        validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("source", "missing"),
+    [("hub", "hf_id"), ("folder", "path"), ("gguf", "path"), ("demo", "demo")],
+)
+def test_a_model_without_its_location_stops_at_start_up(source, missing) -> None:
+    config = load("demo/config.yaml")
+    config["models"].append({"name": "extra", "source": source, "rollouts": "demo-r1-distill"})
+    with pytest.raises(ConfigError, match=rf"'models\.1': '{missing}' is a required property"):
+        validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_api_key_stops_the_run_at_start_up(tmp_path: Path, key: str) -> None:
+    config = load("demo/config.yaml")
+    config["labels"] = {"source": "anthropic"}
+    written = tmp_path / "api.yaml"
+    written.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(written)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANTHROPIC_API_KEY": key},
+    )
+    assert result.returncode != 0
+    assert "ANTHROPIC_API_KEY is empty" in result.stdout + result.stderr

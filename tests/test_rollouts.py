@@ -196,6 +196,37 @@ def test_bad_traces_are_excluded_with_reasons_and_nothing_else_is_lost(
         check_usable([], exclusions, strict=False)
 
 
+def test_bad_bytes_and_bad_dataset_labels_are_excluded_at_acquisition(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    """Non-UTF-8 bytes are never decoded into U+FFFD, and dataset labels with an unknown tag
+    or a string for ``function_tags`` are caught here, listed in ``excluded.tsv``, not later."""
+    root = tmp_path / "broken"
+    shutil.copytree(demo_root, root)
+    folders = {r.trace: root / r.folder(SAMPLING_FOLDER) for r in demo_requests()}
+    solution = folders["101_correct"] / "base_solution.json"
+    data = solution.read_bytes()
+    cut = data.index(b"full_cot") + 20
+    solution.write_bytes(data[:cut] + b"\xff\xfe" + data[cut:])
+    for trace, bad_tags in [("102_correct", ["brainstorming"]), ("103_correct", "plan_generation")]:
+        labels_file = folders[trace] / "chunks_labeled.json"
+        labeled = json.loads(labels_file.read_text())
+        labeled[2]["function_tags"] = bad_tags
+        labels_file.write_text(json.dumps(labeled))
+
+    records, exclusions = acquire(str(root), demo_requests())
+    reasons = {exclusion.trace: exclusion.reason for exclusion in exclusions}
+    assert reasons == {
+        "101_correct": "not_utf8",
+        "102_correct": "bad_labels",
+        "103_correct": "bad_labels",
+    }
+    details = {exclusion.trace: exclusion.detail for exclusion in exclusions}
+    assert "byte" in details["101_correct"] and "brainstorming" in details["102_correct"]
+    assert len(records) + len(exclusions) == len(demo_requests())
+    assert not any("\ufffd" in record["full_cot"] for record in records)
+
+
 def test_missing_optional_chunks_json_is_fine_and_a_wrong_one_is_not(demo_root: Path) -> None:
     request = demo_requests()[0]
     folder = demo_root / request.folder(SAMPLING_FOLDER)
