@@ -15,11 +15,12 @@ Faults: ``429`` (with ``retry-after``),
 ``malformed`` (text that is not JSON), ``missing`` (last chunk left out), ``unknown_tag``,
 ``forward`` (a dependency on a later chunk), ``shifted`` (every label one chunk late),
 ``max_tokens`` (cut off). Hostile ones: ``retry-after=<value>`` (429 with that header, e.g.
-``86400``, ``inf``, ``soon``), ``drip`` (a valid reply dripped in pieces, ``drip_pause_s``
-apart), ``html``, ``truncated_body`` and ``content_null`` (2xx bodies that are no message),
-``usage_text`` (non-numeric token counts), ``conflicting_tools`` (a second tool call with other
-labels), ``duplicate_key`` (a chunk's key repeated in the raw JSON, the wrong entry last),
-``zero_padded`` (``"05"`` for ``"5"``), ``float_deps`` (``depends_on: [3.0]``).
+``86400``, ``inf``, ``soon``), ``status=<code>`` (that error status), ``drip`` (a valid reply
+dripped in pieces, ``drip_pause_s`` apart), ``html``, ``truncated_body`` and
+``content_null`` (2xx bodies that are no message), ``usage_text`` (non-numeric token counts),
+``conflicting_tools`` (a valid but wrong tool call before the right one), ``duplicate_key`` (a
+chunk's key repeated in the raw JSON, the wrong entry last), ``zero_padded`` (a wrong ``"05"``
+beside ``"5"``), ``float_deps`` (``depends_on: [3.0]``).
 Batches: ``GET /v1/messages/batches`` lists them newest first with their real creation times;
 ``results_drops`` results requests are cut off mid-stream first. Every request is counted per
 route in ``counts``.
@@ -314,6 +315,9 @@ def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandle
                 error = {"type": "rate_limit_error", "message": "slow down"}
                 header = {"retry-after": fault.split("=", 1)[1]}
                 self._send(429, {"type": "error", "error": error}, header)
+            elif fault and fault.startswith("status="):
+                status = int(fault.split("=", 1)[1])
+                self._send(status, {"type": "error", "error": {"type": "invalid_request_error"}})
             elif fault == "html":
                 page = b"<html><body>502 Bad Gateway</body></html>"
                 self._send_raw(200, page, "text/html", len(page))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,15 @@ def test_a_job_stops_at_its_wall_clock_bound(server, records, tmp_path):
         label(records[:1], tmp_path, api)
     assert time.monotonic() - start < 2.0
     assert 2 <= api.n_requests < 30
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413])
+def test_a_client_error_is_not_retried(server, records, tmp_path, status):
+    server.state.fault = lambda trace, seen, n_targets: f"status={status}"
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        label(records[:1], tmp_path)
+    assert raised.value.status_code == status
+    assert server.counts["messages"] == 1
 
 
 # --- 2. silent mislabels -----------------------------------------------------------------------
@@ -282,3 +292,13 @@ def test_a_dropped_results_stream_is_retried(server, records, tmp_path):
     summary = batch_labeller(ResponseCache(tmp_path)).run(records[:2])
     assert summary["cached"] == 2
     assert server.counts["batches.results"] == 2 and server.counts["batches.create"] == 1
+
+
+def test_every_test_the_fault_matrix_names_exists() -> None:
+    """docs/RELIABILITY.md stays current: each test it names is defined where it says."""
+    tests = Path(__file__).parent
+    document = (tests.parent / "docs" / "RELIABILITY.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)", document)
+    assert len(named) >= 25
+    for file, name in named:
+        assert f"def {name}(" in (tests / file).read_text(), f"{file}::{name} does not exist"
