@@ -91,6 +91,7 @@ rule figure5:
     params:
         categories=RECEIVERS["categories"],
         min_count=RECEIVERS["min_count"],
+        min_count_of=RECEIVERS["min_count_of"],
         title="Receiver-head scores by sentence category ({model})",
     script:
         "../scripts/figure5.py"

@@ -12,7 +12,9 @@ log = log_to(snakemake.log[0])
 categories = snakemake.params.categories
 labels = {Path(path).stem: read_json(path)["chunks"] for path in snakemake.input.labels}
 scored = with_categories(read_tsv(snakemake.input.scores), labels)
-means, counts = category_means(scored, categories, snakemake.params.min_count)
+means, counts = category_means(
+    scored, categories, snakemake.params.min_count, snakemake.params.min_count_of
+)
 log.info("category cells: %s", counts)
 ttests = paired_ttests(means, categories)
 write_csv(snakemake.output.data, means)

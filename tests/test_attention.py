@@ -160,3 +160,39 @@ def test_streamed_attention_outside_extraction_fails() -> None:
     query = torch.zeros(1, 2, 3, 4)
     with pytest.raises(RuntimeError, match="only inside"):
         attention._streamed_attention(torch.nn.Module(), query, query, query, None, 1.0)
+
+
+def test_float16_head_dim_128_matches_eager_output_attentions() -> None:
+    """float16 at head_dim 128 (the 14B and 8B models' head size): the streamed matrices equal
+    the definition from eager ``output_attentions`` within rtol 1e-5 (entries above 1e-4).
+
+    Eager scales ``q @ k^T`` after the float16 product and returns float16 probabilities; the
+    streamed pass does the same, so only float32 summation order differs (measured 1e-7). Scaling
+    the query first, as this module once did, differs by 7e-4; keeping float32 probabilities by
+    6e-5: both fail this tolerance."""
+    model = random_causal_lm(
+        "qwen2",
+        dtype=torch.float16,
+        vocab_size=256,
+        hidden_size=256,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        attn_implementation="eager",
+    )
+    assert model.config.hidden_size // model.config.num_attention_heads == 128
+    with torch.no_grad():  # sharper attention, scores of tens: float16 rounding matters
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(3)
+            layer.self_attn.k_proj.weight.mul_(3)
+    length = 250
+    input_ids = torch.randint(0, 256, (1, length), generator=torch.Generator().manual_seed(1))
+    bounds = np.arange(4, length - 3, 17)
+    spans = np.stack([bounds[:-1], bounds[1:]], axis=1)
+    naive = naive_sentence_attention(model, input_ids, spans)
+    streamed = sentence_attention(model, input_ids, spans, query_block=64)
+    visible = naive > 1e-4
+    relative = np.abs(streamed - naive)[visible] / naive[visible]
+    assert relative.max() < 1e-5, f"max relative difference {relative.max():.2e}"
+    np.testing.assert_allclose(streamed, naive, rtol=0, atol=1e-8)

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerFast
 from anchorflow.sentences import (
     SentenceLocationError,
     char_spans,
+    check_rules_agree,
     dataset_chunks,
     offset_token_spans,
     prefix_token_spans,
@@ -211,3 +212,64 @@ def test_real_tokenizer_spans_cover_sentences_without_overlap() -> None:
     assert all(
         abs(a - b) <= 1 for d in differing for a, b in zip(d["offsets"], d["prefix"], strict=True)
     )
+
+
+def _with_unicode_spaces(full_cot: str) -> str:
+    """A real trace with U+00A0 and U+202F after sentence ends (as some traces have)."""
+    start = full_cot.index("<think>") + 200
+    for space in ("\u00a0", "\u202f", "\u00a0"):
+        position = full_cot.index(". ", start) + 1
+        full_cot = full_cot[:position] + space + full_cot[position + 1 :]
+        start = position + 50
+    return full_cot
+
+
+def test_prefix_rule_tokenises_the_original_text_even_with_unicode_spaces() -> None:
+    """The reference replaces Unicode spaces only to locate sentences and tokenises the prefix
+    of the original text: ``len(encode(full_cot[:char]))``. Tokenising the replaced text
+    shifts spans by up to 3 tokens on this trace."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(REAL_TOKENIZERS / "deepseek-r1-distill-qwen")
+    folder = real_trace_folders()[0]
+    full_cot = _with_unicode_spaces(
+        json.loads((folder / "base_solution.json").read_text())["full_cot"]
+    )
+    spans = [tuple(span) for span in sentence_record(full_cot, "head")["char_spans"]]
+    reference = [
+        (
+            len(tokenizer(full_cot[:a])["input_ids"]) if a else 0,
+            len(tokenizer(full_cot[:b])["input_ids"]),
+        )
+        for a, b in spans
+    ]
+    result = token_spans(tokenizer, full_cot, spans)
+    assert [tuple(span) for span in result.prefix] == reference
+    replaced = full_cot.replace("\u00a0", " ").replace("\u202f", " ")
+    shifted = [
+        (
+            len(tokenizer(replaced[:a])["input_ids"]) if a else 0,
+            len(tokenizer(replaced[:b])["input_ids"]),
+        )
+        for a, b in spans
+    ]
+    assert shifted != reference
+
+
+def test_token_rules_that_disagree_by_more_than_one_token_are_an_error() -> None:
+    offsets = [(1, 5), (5, 9), (9, 14)]
+    check_rules_agree(offsets, [(1, 6), (6, 9), (9, 15)])
+    with pytest.raises(SentenceLocationError, match="sentence 1"):
+        check_rules_agree(offsets, [(1, 6), (8, 11), (11, 14)])
+
+
+def test_keep_last_false_is_not_always_the_stored_chunks_minus_the_last() -> None:
+    """The head splitter drops the unterminated remainder; on 19 of the 20 real traces that is
+    the dataset's last chunk, but on 2236_correct a short final chunk ("Correct.") is merged
+    backwards by the generation-time splitter, so the two lists differ there."""
+    differing = []
+    for folder in real_trace_folders():
+        full_cot = json.loads((folder / "base_solution.json").read_text())["full_cot"]
+        if split_solution(full_cot, keep_last=False) != split_solution(full_cot)[:-1]:
+            differing.append(f"{folder.name.split('_')[1]}_{folder.parent.name.split('_')[0]}")
+    assert differing == ["2236_correct"]

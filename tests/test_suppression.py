@@ -335,3 +335,16 @@ def test_trace_inputs_checks_the_token_count() -> None:
     assert spans.dtype == np.int64 and spans.tolist() == [[1, 3], [3, 5]]
     with pytest.raises(ValueError, match="gives 5 tokens for 7_correct .* has 6"):
         suppression.trace_inputs(WordTokenizer(), record, {**tokens, "n_tokens": 6})
+
+
+@pytest.mark.parametrize("tie", [0, 1, 2, 4])
+def test_nucleus_keeps_the_token_whose_cumulative_mass_equals_top_p(tie: int) -> None:
+    """The reference's ``torch.searchsorted(cumulative, top_p, right=False)`` finds the first
+    cumulative mass >= top_p and keeps that token: at an exact tie, ``tie + 1`` tokens stay.
+    Comparing with ``<=`` instead of ``<`` would keep one more (the mutation this pins)."""
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0]])
+    probabilities = torch.softmax(logits[0], dim=-1)
+    cumulative = torch.cumsum(torch.sort(probabilities, descending=True).values, dim=0)
+    settings = KLSettings(mode="nucleus", temperature=1.0, top_p=float(cumulative[tie]), max_k=7)
+    assert int(compress_nucleus(logits, settings).keep.sum()) == tie + 1
+    assert len(reference_nucleus(logits[0], settings)) == tie + 1

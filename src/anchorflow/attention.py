@@ -7,10 +7,13 @@ blocks above the diagonal are 0 and diagonal blocks average over their zeros as 
 :func:`sentence_attention` swaps the model's attention for :func:`_streamed_attention`
 (registered in transformers' ``AttentionInterface``). Per layer it takes the post-RoPE queries
 and keys, computes the softmax probabilities for a block of query rows at a time
-(``[heads, block, T]``, float32), uses them for the layer's output exactly as eager attention
-does, and reduces them at once to sentence sums: ``P_block @ C`` with ``C`` the ``[T, n]``
-key-membership matrix, then ``index_add_`` over the query rows' sentences. Memory beyond the
-model is one layer's ``[heads, block, T]`` probabilities plus the ``[layers, heads, n, n]`` result.
+(``[heads, block, T]``), in eager attention's order of operations: ``(q @ k^T) * scaling`` in
+the model's dtype, softmax in float32, the result rounded to the model's dtype (what eager
+attention uses for the output and returns as ``output_attentions``). It uses them for the layer's
+output and reduces them at once, in float32, to sentence sums: ``P_block @ C`` with ``C`` the
+``[T, n]`` key-membership matrix, then ``index_add_`` over the query rows' sentences. Memory
+beyond the model is one layer's ``[heads, block, T]`` probabilities plus the
+``[layers, heads, n, n]`` result.
 
 :func:`naive_sentence_attention` is the definition itself (``output_attentions=True`` with eager
 attention, the mean of every token block), for tests and benchmarks.
@@ -155,19 +158,21 @@ def _streamed_attention(
     for start in range(0, length, collector.query_block):
         stop = min(start + collector.query_block, length)
         rows = stop - start
-        block_query = query[0, :, start:stop].reshape(kv_heads, groups * rows, head_dim) * scaling
-        scores = torch.matmul(block_query, keys[:, :, :stop]).view(heads, rows, stop).float()
+        block_query = query[0, :, start:stop].reshape(kv_heads, groups * rows, head_dim)
+        products = torch.matmul(block_query, keys[:, :, :stop]) * scaling  # eager's order
+        scores = products.view(heads, rows, stop).float()
+        del products
         future = torch.ones(rows, rows, dtype=torch.bool, device=query.device).triu_(1)
         scores[:, :, start:stop].masked_fill_(future, float("-inf"))
-        probabilities = torch.softmax(scores, dim=-1)  # [H, rows, stop]
+        probabilities = torch.softmax(scores, dim=-1).to(values.dtype)  # [H, rows, stop]
         del scores
-        weights = probabilities.to(values.dtype).view(kv_heads, groups * rows, stop)
+        weights = probabilities.view(kv_heads, groups * rows, stop)
         block_output = torch.matmul(weights, values[:, :stop]).view(heads, rows, head_dim)
         output[start:stop] = block_output.transpose(0, 1)
         del weights, block_output
         plan = collector.plans.get(start)
         if plan is not None:
-            rows_in_plan = probabilities[:, plan.lo - start : plan.hi - start]
+            rows_in_plan = probabilities[:, plan.lo - start : plan.hi - start].float()
             _add_block(sums, rows_in_plan, collector.key_membership, plan)
         del probabilities
     collector.sums[module.layer_idx] = sums

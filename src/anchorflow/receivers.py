@@ -373,25 +373,34 @@ def with_categories(scores: pd.DataFrame, labels: dict[str, list[dict]]) -> pd.D
     return scores.assign(category=categories)
 
 
+MIN_COUNT_OF = ("scored", "all")
+
+
 def category_means(
-    scored: pd.DataFrame, categories: list[str], min_count: int = 2
+    scored: pd.DataFrame, categories: list[str], min_count: int = 2, min_count_of: str = "scored"
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Mean receiver-head score per (trace, category) cell (method reference §11.2).
 
-    ``scored`` has columns ``trace, category, receiver_score``. Only sentences with a finite
-    score and a category in ``categories`` count; cells with at most ``min_count`` such
-    sentences are dropped. Returns columns ``trace, category, n_sentences,
-    mean_receiver_score`` (categories in the given order) and counts of what was left out.
+    ``scored`` has columns ``trace, category, receiver_score``. The mean is over the cell's
+    sentences with a finite score, in ``categories`` only. A cell is dropped when it has at most
+    ``min_count`` sentences: counting those with a finite score (``min_count_of="scored"``,
+    anchorflow's default) or every sentence of the cell (``"all"``, the reference's
+    ``min_cnt``, which counts the last ``proximity_ignore`` sentences whose score is NaN too; a
+    cell left with no finite score is then dropped as well). Returns columns ``trace, category,
+    n_sentences, mean_receiver_score`` (categories in the given order; ``n_sentences`` is the
+    count the rule used) and counts of what was left out.
     """
+    if min_count_of not in MIN_COUNT_OF:
+        raise ValueError(f"min_count_of must be one of {MIN_COUNT_OF}, not {min_count_of!r}")
     finite = np.isfinite(scored["receiver_score"].to_numpy(dtype=np.float64))
     shown = scored["category"].isin(categories).to_numpy()
-    kept = scored[finite & shown]
+    counted = scored[shown] if min_count_of == "all" else scored[finite & shown]
     cells = (
-        kept.groupby(["trace", "category"], sort=False)["receiver_score"]
+        counted.groupby(["trace", "category"], sort=False)["receiver_score"]
         .agg(n_sentences="size", mean_receiver_score="mean")
         .reset_index()
     )
-    large = cells[cells["n_sentences"] > min_count]
+    large = cells[(cells["n_sentences"] > min_count) & cells["mean_receiver_score"].notna()]
     sort_keys = [
         (categories.index(category), *trace_sort_key(trace))
         for trace, category in zip(large["trace"], large["category"], strict=True)
