@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from labels_support import fake_api, real_records
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = "demo/config.yaml"
@@ -177,3 +178,16 @@ def demo_baseline(tmp_path_factory: pytest.TempPathFactory) -> WorkflowCopy:
     workflow = copy_workflow(tmp_path_factory.mktemp("demo-baseline"))
     run_demo(workflow)
     return workflow
+
+
+@pytest.fixture(scope="session")
+def records() -> list[dict]:
+    """The 20 real-sample records, built by the acquisition code (the labelling tests)."""
+    return real_records()
+
+
+@pytest.fixture
+def server(records, monkeypatch):
+    """The fake Anthropic API on 127.0.0.1 answering with ``records``' labels."""
+    with fake_api(records, monkeypatch) as fake:
+        yield fake

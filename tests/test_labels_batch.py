@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import random
-from typing import Any
 
 import pytest
-from labels_support import expected_chunks, fake_api, label_params, real_records
+from labels_support import expected_chunks, label_params
 
 from anchorflow.labels.batch import BatchLabeller, BatchPending
 from anchorflow.labels.cache import ResponseCache
@@ -17,17 +16,6 @@ from anchorflow.labels.labeller import Settings, WindowLabeller, anthropic_label
 
 LOG = logging.getLogger("test_labels_batch")
 PARAMS = label_params()
-
-
-@pytest.fixture(scope="module")
-def records() -> list[dict[str, Any]]:
-    return real_records()
-
-
-@pytest.fixture
-def server(records, monkeypatch):
-    with fake_api(records, monkeypatch) as fake:
-        yield fake
 
 
 def make_api() -> Api:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fake_anthropic import RETRY_AFTER_S
-from labels_support import DUMMY_KEY, expected_chunks, fake_api, label_params, real_records
+from labels_support import DUMMY_KEY, expected_chunks, label_params
 
 from anchorflow.io import write_jsonl
 from anchorflow.labels.cache import ResponseCache
@@ -38,17 +38,6 @@ OUTPUT_LIMIT = 100  # the fake cuts off responses for more chunks than this at m
 
 def params(**overrides: Any) -> dict[str, Any]:
     return label_params(prompt_version=PROMPT_VERSION, **overrides)
-
-
-@pytest.fixture(scope="module")
-def records() -> list[dict[str, Any]]:
-    return real_records()
-
-
-@pytest.fixture
-def server(records, monkeypatch):
-    with fake_api(records, monkeypatch) as fake:
-        yield fake
 
 
 def label_all(records, cache_dir: Path, **overrides: Any) -> tuple[list[dict], Api]:

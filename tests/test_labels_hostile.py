@@ -17,7 +17,7 @@ from typing import Any
 
 import anthropic
 import pytest
-from labels_support import expected_chunks, fake_api, label_params, real_records
+from labels_support import expected_chunks, label_params
 
 from anchorflow.labels import labeller as labeller_module
 from anchorflow.labels.batch import BatchLabeller
@@ -37,17 +37,6 @@ POLICY = RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.05)
 
 def params(**overrides: Any) -> dict[str, Any]:
     return label_params(prompt_version=PROMPT_VERSION, **overrides)
-
-
-@pytest.fixture(scope="module")
-def records() -> list[dict[str, Any]]:
-    return real_records()
-
-
-@pytest.fixture
-def server(records, monkeypatch):
-    with fake_api(records, monkeypatch) as fake:
-        yield fake
 
 
 def make_api(**options: Any) -> Api:

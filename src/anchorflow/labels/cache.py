@@ -28,16 +28,20 @@ class ResponseCache:
     def path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The entry of ``key``, or None when absent or unreadable (then it is re-fetched)."""
-        path = self.path(key)
+    @staticmethod
+    def _read(path: Path, field: str, key: str) -> dict[str, Any] | None:
+        """The JSON object at ``path`` when it is readable and its ``field`` is ``key``."""
         if not path.exists():
             return None
         try:
             entry = read_json(path)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
-        return entry if entry.get("key") == key else None
+        return entry if isinstance(entry, dict) and entry.get(field) == key else None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The entry of ``key``, or None when absent or unreadable (then it is re-fetched)."""
+        return self._read(self.path(key), "key", key)
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         write_json(self.path(key), {**entry, "key": key})
@@ -47,14 +51,8 @@ class ResponseCache:
 
     def get_reply(self, request_key: str) -> dict[str, Any] | None:
         """The reply stored for a request, or None when absent or unreadable."""
-        path = self.reply_path(request_key)
-        if not path.exists():
-            return None
-        try:
-            entry = read_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        return entry["message"] if entry.get("request_key") == request_key else None
+        entry = self._read(self.reply_path(request_key), "request_key", request_key)
+        return entry["message"] if entry else None
 
     def put_reply(self, request_key: str, message: dict[str, Any]) -> None:
         write_json(self.reply_path(request_key), {"request_key": request_key, "message": message})
