@@ -153,3 +153,15 @@ def test_malformed_and_truncated_responses():
     truncated = validate_response(tool_message(GOOD, "max_tokens"), WINDOW)
     assert truncated.truncated and not truncated.valid
     assert not validate_response(tool_message(["x"]), WINDOW).valid
+
+
+def test_repeated_keys_in_text_json_are_never_resolved_silently():
+    """JSON text (no tool call) with chunk 4 given twice, the wrong entry last: the plain
+    ``json.loads`` rule (last value wins) would mislabel chunk 4; the response is invalid."""
+    good = json.dumps(GOOD)
+    wrong = json.dumps(entry(("self_checking",)))
+    text = good[:-1] + f', "4": {wrong}}}'
+    assert json.loads(text)["4"]["function_tags"] == ["self_checking"]
+    parsed = validate_response({"content": [{"type": "text", "text": text}]}, WINDOW)
+    assert not parsed.valid and 4 in parsed.problems and -1 in parsed.problems
+    assert 4 not in parsed.labels
