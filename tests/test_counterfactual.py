@@ -81,6 +81,26 @@ def test_sentence_importance_follows_definitions():
     assert last["counterfactual_importance_kl"].item() == 0.0  # no next prefix
 
 
+def test_next_prefix_is_the_smallest_resampled_index_above_k():
+    """Prefix 1 was not resampled: sentence 0 compares with prefix 2, as the reference's
+    ``next(k)`` does (comparing with nothing would give 0)."""
+    resamples = {0: [_row("5", 0.1, True), _row("7", 0.9)], 2: [_row("7", 0.5), _row("7", 0.4)]}
+    table = sentence_importance(resamples, 3, threshold=0.8).set_index("sentence")
+    expected = kl_answer_distributions(["5"], ["7", "7", "7"])
+    assert expected > 0
+    assert table.loc[0, "counterfactual_importance_kl"] == pytest.approx(expected)
+    assert table.loc[0, "counterfactual_importance_accuracy"] == pytest.approx(1.0)
+
+
+def test_a_next_prefix_without_answers_gives_zero_importance():
+    """The next prefix has rows but none answered: the reference gives 0, not a KL against the
+    similar resamples alone."""
+    resamples = {0: [_row("5", 0.1, True), _row("7", 0.9)], 1: [_row("", 0.5), _row("", 0.4)]}
+    table = sentence_importance(resamples, 1, threshold=0.8)
+    assert table["counterfactual_importance_kl"].item() == 0.0
+    assert table["counterfactual_importance_accuracy"].item() == 0.0
+
+
 def test_threshold_is_strict():
     resamples = {0: [_row("1", 0.8)], 1: [_row("2", 0.9)]}
     assert sentence_importance(resamples, 1, 0.8)["n_dissimilar"].item() == 0

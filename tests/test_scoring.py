@@ -31,6 +31,14 @@ def test_extractor_is_brace_balanced_first_or_last():
         extract_answer(text, "middle")
 
 
+def test_empty_and_none_boxes_are_no_answer():
+    text = "\\boxed{12} and later \\boxed{} then \\boxed{ None }"
+    assert extract_answer(text, "last") == "12"
+    assert extract_answer(text, "first") == "12"
+    assert extract_answer("\\boxed{}") is None
+    assert extract_answer("\\boxed{None} \\boxed{}") is None
+
+
 @pytest.mark.parametrize(
     ("prediction", "gold"),
     [

@@ -94,21 +94,24 @@ def sentence_importance(
 
     ``resamples[k]``: rows with ``answer`` (normalised, "" when none), ``correct`` and
     ``similarity`` (first resampled sentence vs sentence k). Only answered rows count (§7.1).
-    Importance is 0 when k has no dissimilar answered resample or no next prefix.
+    The next prefix of k is the smallest resampled index above k, as in the reference (§7.2).
+    Importance is 0 when k has no dissimilar answered resample, no next prefix, or a next prefix
+    without an answered row (the reference's rule).
     """
     rows = []
+    indices = sorted(resamples)
     for k in range(n_sentences):
         answered = [row for row in resamples.get(k, []) if row["answer"]]
         dissimilar = [row for row in answered if row["similarity"] < threshold]
         similar = [row for row in answered if row["similarity"] >= threshold]
-        following = [row for row in resamples.get(k + 1, []) if row["answer"]]
-        has_next = (k + 1) in resamples
-        if dissimilar and has_next:
+        later = [index for index in indices if index > k]
+        following = [row for row in resamples[later[0]] if row["answer"]] if later else []
+        if dissimilar and following:
             kl = kl_answer_distributions(
                 [row["answer"] for row in dissimilar],
                 [row["answer"] for row in following + similar],
             )
-            accuracy_change = _accuracy(dissimilar) - _accuracy(following) if following else 0.0
+            accuracy_change = _accuracy(dissimilar) - _accuracy(following)
         else:
             kl, accuracy_change = 0.0, 0.0
         rows.append(

@@ -46,11 +46,15 @@ def boxed_contents(text: str) -> list[str]:
     return found
 
 
+NOT_AN_ANSWER = ("", "None")
+
+
 def extract_answer(text: str, which: str = "last") -> str | None:
-    """The first or last boxed answer of ``text``, or None when there is none."""
+    """The first or last boxed answer of ``text``, or None when there is none. Empty boxes and a
+    boxed ``None`` are skipped, as the reference skips them."""
     if which not in ("first", "last"):
         raise ValueError(f"extractor must be 'first' or 'last', not {which!r}")
-    answers = boxed_contents(text)
+    answers = [answer for answer in boxed_contents(text) if answer not in NOT_AN_ANSWER]
     if not answers:
         return None
     return answers[0] if which == "first" else answers[-1]
