@@ -163,12 +163,13 @@ def test_a_malformed_2xx_reply_is_a_retried_transport_fault(server, records, tmp
     assert api.n_requests == 2 and len(api.delays) == 1  # a transport retry, not a re-ask
 
 
-def test_unreadable_usage_keeps_the_paid_answer(server, records, tmp_path):
+def test_unreadable_usage_keeps_the_paid_answer(server, records, tmp_path, caplog):
     server.state.fault = lambda trace, seen, n_targets: "usage_text"
     documents, api = label(records[:1], tmp_path)
     assert_labels_correct(documents, records[:1])
     assert api.n_requests == 1
     assert documents[0]["usage"]["input_tokens"] == 0
+    assert "unreadable token counts" in caplog.text
 
 
 def test_a_reply_is_stored_before_bookkeeping_that_can_fail(server, records, tmp_path, monkeypatch):

@@ -176,7 +176,14 @@ class WindowLabeller:
         usage = add_usage()
         for ask in range(self.settings.max_reasks + 1):
             message = self._reply({**request, "messages": messages}, what)
-            usage = add_usage(usage, usage_of(message))
+            reply_usage = usage_of(message)
+            if "unreadable_usage" in reply_usage:
+                self.log.warning(
+                    "%s: unreadable token counts %s in the reply, counted as 0",
+                    what,
+                    reply_usage["unreadable_usage"],
+                )
+            usage = add_usage(usage, reply_usage)
             parsed = validate_response(message, window)
             if parsed.valid:
                 return outcome_from_parsed(parsed, usage, ask + 1, "messages")
