@@ -37,6 +37,7 @@ include: "rules/common_interventions.smk"
 include: "rules/interventions.smk"
 include: "rules/common_suppression.smk"
 include: "rules/suppression.smk"
+include: "rules/explorer.smk"
 
 
 rule all:
@@ -49,3 +50,4 @@ rule all:
         rules.receivers_all.input,
         rules.interventions_all.input,
         rules.suppression_all.input,
+        rules.explorer.output,

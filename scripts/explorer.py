@@ -1,0 +1,20 @@
+"""Rule explorer: a run's result files -> results/{run}/explorer/ (index.html and one page per
+model and trace), static and self-contained."""
+
+from pathlib import Path
+
+from anchorflow.explorer import explorer_pages, write_explorer
+from anchorflow.workflow import log_to
+
+log = log_to(snakemake.log[0])
+results = Path(snakemake.params.results)
+pages, heads, links = explorer_pages(
+    results,
+    snakemake.params.models,
+    snakemake.params.interventions_model,
+    snakemake.params.curve_heads,
+)
+written = write_explorer(snakemake.output[0], snakemake.params.run, pages, heads, links)
+size = sum(path.stat().st_size for path in written)
+log.info("%d pages, %.1f kB in all, largest %.1f kB", len(written), size / 1e3,
+         max(path.stat().st_size for path in written) / 1e3)  # fmt: skip

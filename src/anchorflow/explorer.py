@@ -1,0 +1,567 @@
+"""The trace explorer: static, self-contained HTML pages of a run (no network, no CDN).
+
+``index.html`` lists every trace with its problem, correctness, model, sizes and top anchors,
+the run's receiver heads, and links to the figures and intervention tables. One page per
+(model, trace) shows the trace's sentences coloured by category, a selectable measure shaded on
+the text (missing values drawn as missing, never as zero), sorting by any measure, a tooltip
+with every value and the sentence's dependencies, the suppression matrix as a heatmap (hover
+shows both sentences) and the top receiver heads' vertical-score curves. Data are embedded as
+JSON; the script is plain JavaScript in the page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anchorflow.io import write_text
+
+# Measures a trace page can shade, in menu order: (key, label).
+MEASURES = (
+    ("receiver_score", "receiver-head score"),
+    ("suppression_importance", "suppression importance"),
+    ("counterfactual_importance_kl", "counterfactual importance (KL, dataset)"),
+    ("resampling_importance_accuracy", "resampling importance (accuracy, dataset)"),
+    ("ablation_importance_kl", "counterfactual importance under ablation (KL)"),
+)
+CATEGORY_COLOURS = {
+    "problem_setup": "#7f7f7f",
+    "plan_generation": "#d62728",
+    "fact_retrieval": "#ff7f0e",
+    "active_computation": "#2ca02c",
+    "uncertainty_management": "#9467bd",
+    "result_consolidation": "#1f77b4",
+    "self_checking": "#8c564b",
+    "final_answer_emission": "#e377c2",
+    "unknown": "#bcbd22",
+}
+TOP_ANCHORS = 3
+CURVE_HEADS = 5
+
+
+def _number(value: Any, digits: int = 4) -> float | None:
+    """A finite float rounded to ``digits`` significant digits, or None (missing)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    return float(f"{number:.{digits}g}")
+
+
+@dataclass
+class TracePage:
+    """Everything one trace page shows. ``measures[key]`` has one value (or None) per sentence;
+    ``matrix`` is the suppression ``log_kl`` ``[n, n]`` (or None); ``curves`` maps a head name
+    to its vertical scores ``[n]``."""
+
+    model: str
+    trace: str
+    problem: str
+    correct: bool
+    n_tokens: int | None
+    sentences: list[str]
+    chunk_idx: list[int]
+    categories: list[str]
+    depends_on: list[list[int]]
+    measures: dict[str, list[float | None]]
+    matrix: list[list[float | None]] | None = None
+    curves: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def top_anchors(self, count: int = TOP_ANCHORS) -> list[int]:
+        """The sentences of highest receiver-head score (missing scores last)."""
+        scores = self.measures.get("receiver_score", [])
+        ranked = sorted(
+            (index for index, value in enumerate(scores) if value is not None),
+            key=lambda index: -scores[index],
+        )
+        return ranked[:count]
+
+    def as_json(self) -> dict[str, Any]:
+        labels = dict(MEASURES)
+        return {
+            "model": self.model,
+            "trace": self.trace,
+            "problem": self.problem,
+            "correct": self.correct,
+            "n_tokens": self.n_tokens,
+            "sentences": [
+                {
+                    "index": index,
+                    "chunk_idx": self.chunk_idx[index],
+                    "text": text,
+                    "category": self.categories[index],
+                    "depends_on": self.depends_on[index],
+                }
+                for index, text in enumerate(self.sentences)
+            ],
+            "measures": [
+                {"key": key, "label": labels[key], "values": values}
+                for key, values in self.measures.items()
+            ],
+            "matrix": self.matrix,
+            "curves": self.curves,
+            "colours": CATEGORY_COLOURS,
+        }
+
+
+def per_sentence(values: Mapping[int, Any], n_sentences: int) -> list[float | None]:
+    """``values`` keyed by sentence index as a list of ``n_sentences`` (None where absent)."""
+    return [_number(values.get(index)) for index in range(n_sentences)]
+
+
+def by_chunk(values: Mapping[int, Any], chunk_idx: Sequence[int]) -> list[float | None]:
+    """``values`` keyed by dataset ``chunk_idx`` as one value per sentence (None where absent)."""
+    return [_number(values.get(int(chunk))) for chunk in chunk_idx]
+
+
+def matrix_json(matrix: np.ndarray | None) -> list[list[float | None]] | None:
+    """A square matrix as nested lists with 3 significant digits, NaN as None."""
+    if matrix is None:
+        return None
+    return [[_number(value, 3) for value in row] for row in np.asarray(matrix)]
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def head_curves(vertical: np.ndarray, heads: Sequence[Sequence[int]]) -> dict[str, list]:
+    """Vertical scores ``[layers, heads, n]`` of the given (layer, head) pairs, by head name."""
+    return {
+        head_name(layer, head): [_number(value) for value in vertical[layer, head]]
+        for layer, head in heads
+    }
+
+
+def _embed(data: Any) -> str:
+    """JSON safe to put inside a ``<script>`` element."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+STYLE = """
+body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.5em}
+table{border-collapse:collapse;font-size:.9em}td,th{border-bottom:1px solid #ddd;padding:2px 8px;
+text-align:left;vertical-align:top}a{color:#1f5fa8}
+.controls{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ccc;
+z-index:2}
+.sentence{cursor:default;border-bottom:3px solid transparent;padding:1px 1px;border-radius:2px}
+.sorted .sentence{display:block;margin:2px 0}
+.missing{background:repeating-linear-gradient(45deg,#eee,#eee 3px,#fff 3px,#fff 6px)}
+.focus{outline:2px solid #000}
+#tooltip{position:fixed;display:none;background:#fffbe6;border:1px solid #999;padding:6px 9px;
+max-width:460px;font-size:.85em;z-index:5;pointer-events:none;box-shadow:0 2px 6px #0003}
+.legend span{display:inline-block;margin-right:10px;font-size:.85em}
+.swatch{display:inline-block;width:12px;height:12px;margin-right:3px;vertical-align:middle}
+canvas{border:1px solid #ccc;image-rendering:pixelated}
+.muted{color:#777}
+"""
+
+TRACE_SCRIPT = """
+const data = JSON.parse(document.getElementById('page-data').textContent);
+const tip = document.getElementById('tooltip');
+const list = document.getElementById('sentences');
+const measureSelect = document.getElementById('measure');
+const sortSelect = document.getElementById('sort');
+const fmt = v => v === null ? 'missing' : Number(v).toPrecision(3);
+function showTip(html, event) {
+  tip.innerHTML = html; tip.style.display = 'block';
+  const x = Math.min(event.clientX + 14, window.innerWidth - 480);
+  tip.style.left = x + 'px'; tip.style.top = (event.clientY + 14) + 'px';
+}
+function hideTip() { tip.style.display = 'none'; }
+function escapeHtml(text) {
+  return text.replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
+}
+const elements = data.sentences.map(sentence => {
+  const span = document.createElement('span');
+  span.className = 'sentence';
+  span.dataset.index = sentence.index;
+  span.textContent = sentence.text + ' ';
+  span.style.borderBottomColor = data.colours[sentence.category] || '#999';
+  span.addEventListener('mousemove', event => {
+    const rows = data.measures.map(m =>
+      `<tr><td>${m.label}</td><td>${fmt(m.values[sentence.index])}</td></tr>`).join('');
+    const deps = sentence.depends_on.length ? sentence.depends_on.join(', ') : 'none';
+    showTip(`<b>sentence ${sentence.index}</b> (chunk ${sentence.chunk_idx}, ` +
+      `${sentence.category})<table>${rows}</table>depends on chunks: ${deps}`, event);
+    for (const dep of sentence.depends_on) {
+      const target = elements.find(e => data.sentences[e.dataset.index].chunk_idx === dep);
+      if (target) target.classList.add('focus');
+    }
+  });
+  span.addEventListener('mouseleave', () => {
+    hideTip(); elements.forEach(e => e.classList.remove('focus'));
+  });
+  list.appendChild(span);
+  return span;
+});
+function shade() {
+  const measure = data.measures.find(m => m.key === measureSelect.value);
+  const finite = measure.values.filter(v => v !== null);
+  const low = Math.min(...finite), high = Math.max(...finite);
+  elements.forEach((span, index) => {
+    const value = measure.values[index];
+    span.classList.toggle('missing', value === null);
+    if (value === null) { span.style.backgroundColor = ''; span.title = 'missing'; return; }
+    const level = high > low ? (value - low) / (high - low) : 0.5;
+    span.style.backgroundColor = `rgba(230, 85, 13, ${(0.08 + 0.82 * level).toFixed(3)})`;
+    span.title = '';
+  });
+  document.getElementById('scale').textContent = finite.length ?
+    `${measure.label}: ${fmt(low)} (light) to ${fmt(high)} (dark); ` +
+    `${measure.values.length - finite.length} missing` : `${measure.label}: no values`;
+}
+function reorder() {
+  const key = sortSelect.value;
+  let order = data.sentences.map(s => s.index);
+  if (key !== 'order') {
+    const values = data.measures.find(m => m.key === key).values;
+    order.sort((a, b) => (values[b] ?? -Infinity) - (values[a] ?? -Infinity) || a - b);
+  }
+  list.classList.toggle('sorted', key !== 'order');
+  order.forEach(index => list.appendChild(elements[index]));
+}
+for (const m of data.measures) {
+  measureSelect.add(new Option(m.label, m.key));
+  sortSelect.add(new Option(m.label, m.key));
+}
+measureSelect.addEventListener('change', shade);
+sortSelect.addEventListener('change', reorder);
+shade();
+if (data.matrix) {
+  const canvas = document.getElementById('heatmap');
+  const n = data.matrix.length, cell = Math.max(1, Math.floor(600 / n));
+  canvas.width = canvas.height = n * cell;
+  const context = canvas.getContext('2d');
+  const values = data.matrix.flat().filter(v => v !== null);
+  const low = Math.min(...values), high = Math.max(...values);
+  data.matrix.forEach((row, i) => row.forEach((value, j) => {
+    if (value === null) { context.fillStyle = '#f4f4f4'; }
+    else {
+      const level = high > low ? (value - low) / (high - low) : 0;
+      const shade = Math.round(255 * (1 - level));
+      context.fillStyle = `rgb(255, ${shade}, ${shade})`;
+    }
+    context.fillRect(j * cell, i * cell, cell, cell);
+  }));
+  canvas.addEventListener('mousemove', event => {
+    const box = canvas.getBoundingClientRect();
+    const j = Math.floor((event.clientX - box.left) / box.width * n);
+    const i = Math.floor((event.clientY - box.top) / box.height * n);
+    if (i < 0 || j < 0 || i >= n || j >= n) return hideTip();
+    const text = k => escapeHtml(data.sentences[k].text.slice(0, 160));
+    showTip(`suppressing <b>${j}</b>: ${text(j)}<br>effect on <b>${i}</b>: ${text(i)}` +
+      `<br>log KL: ${fmt(data.matrix[i][j])}`, event);
+  });
+  canvas.addEventListener('mouseleave', hideTip);
+}
+const curveNames = Object.keys(data.curves);
+if (curveNames.length) {
+  const svg = document.getElementById('curves');
+  const n = data.sentences.length, width = 900, height = 220, pad = 30;
+  const all = curveNames.flatMap(h => data.curves[h]).filter(v => v !== null);
+  const top = Math.max(...all, 1e-12);
+  const palette = ['#d62728', '#1f77b4', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
+  const axis = height - pad;
+  let markup = `<line x1="${pad}" y1="${axis}" x2="${width}" y2="${axis}" stroke="#999"/>`;
+  curveNames.forEach((name, k) => {
+    const points = data.curves[name].map((v, i) => v === null ? null :
+      `${(pad + (width - pad) * i / Math.max(1, n - 1)).toFixed(1)},` +
+      `${(height - pad - (height - 2 * pad) * v / top).toFixed(1)}`).filter(p => p);
+    markup += `<polyline fill="none" stroke="${palette[k % palette.length]}" stroke-width="1.5" ` +
+      `points="${points.join(' ')}"><title>${name}</title></polyline>`;
+    markup += `<text x="${pad + 90 * k}" y="14" fill="${palette[k % palette.length]}" ` +
+      `font-size="12">${name}</text>`;
+  });
+  markup += `<text x="${pad}" y="${height - 8}" font-size="11">sentence 0</text>` +
+    `<text x="${width - 80}" y="${height - 8}" font-size="11">sentence ${n - 1}</text>`;
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.innerHTML = markup;
+}
+document.body.dataset.rendered = performance.now().toFixed(1);
+"""
+
+
+def _legend() -> str:
+    return "".join(
+        f'<span><i class="swatch" style="background:{colour}"></i>{html.escape(name)}</span>'
+        for name, colour in CATEGORY_COLOURS.items()
+    )
+
+
+def render_trace_page(page: TracePage, index_href: str = "../index.html") -> str:
+    """The HTML of one trace page (self-contained: data, style and script inline)."""
+    title = f"{page.trace} ({page.model})"
+    outcome = "correct" if page.correct else "incorrect"
+    sections = [
+        f'<p><a href="{index_href}">all traces</a></p>',
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p><b>Problem.</b> {html.escape(page.problem)}</p>",
+        f'<p class="muted">{outcome} trace, {len(page.sentences)} sentences'
+        + (f", {page.n_tokens} tokens" if page.n_tokens else "")
+        + ".</p>",
+        '<div class="controls">shade by <select id="measure"></select> '
+        'sort by <select id="sort"><option value="order">trace order</option></select> '
+        '<span id="scale" class="muted"></span><div class="legend">' + _legend() + "</div></div>",
+        '<div id="sentences"></div>',
+    ]
+    if page.matrix is not None:
+        sections += [
+            "<h2>Suppression matrix</h2>",
+            '<p class="muted">log KL of sentence i (row) when sentence j (column) is suppressed; '
+            "hover a cell for both sentences.</p>",
+            '<canvas id="heatmap"></canvas>',
+        ]
+    if page.curves:
+        sections += [
+            "<h2>Vertical-score curves of the top receiver heads</h2>",
+            '<svg id="curves" width="100%" role="img"></svg>',
+        ]
+    body = "\n".join(sections)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n{body}\n"
+        '<div id="tooltip"></div>\n'
+        f'<script id="page-data" type="application/json">{_embed(page.as_json())}</script>\n'
+        f"<script>{TRACE_SCRIPT}</script>\n</body></html>\n"
+    )
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of the index: a trace page and its summary."""
+
+    page: TracePage
+    href: str
+
+
+def render_index(
+    run: str,
+    entries: Sequence[IndexEntry],
+    heads: Mapping[str, Sequence[Mapping[str, Any]]],
+    links: Sequence[tuple[str, str]],
+) -> str:
+    """The index page: every trace, each model's receiver heads, links to figures and tables.
+    ``heads[model]`` rows have ``layer``, ``head`` and ``mean_kurtosis``; ``links`` are
+    ``(label, href)``."""
+    rows = []
+    for entry in entries:
+        page = entry.page
+        anchors = "; ".join(
+            f"{index}: {html.escape(page.sentences[index][:70])}" for index in page.top_anchors()
+        )
+        rows.append(
+            f'<tr><td><a href="{entry.href}">{html.escape(page.trace)}</a></td>'
+            f"<td>{html.escape(page.trace.split('_')[0])}</td>"
+            f"<td>{'correct' if page.correct else 'incorrect'}</td>"
+            f"<td>{html.escape(page.model)}</td><td>{len(page.sentences)}</td>"
+            f"<td>{page.n_tokens if page.n_tokens else 'missing'}</td><td>{anchors}</td></tr>"
+        )
+    head_sections = []
+    for model, table in heads.items():
+        head_rows = "".join(
+            f"<tr><td>{rank}</td><td>{row['layer']}</td><td>{row['head']}</td>"
+            f"<td>{_number(row['mean_kurtosis'])}</td></tr>"
+            for rank, row in enumerate(table, 1)
+        )
+        head_sections.append(
+            f"<h2>Receiver heads of {html.escape(model)}</h2><table><tr><th>rank</th>"
+            f"<th>layer</th><th>head</th><th>mean kurtosis</th></tr>{head_rows}</table>"
+        )
+    link_items = "".join(
+        f'<li><a href="{href}">{html.escape(label)}</a></li>' for label, href in links
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>anchorflow explorer: {html.escape(run)}</title><style>{STYLE}</style></head>"
+        f"<body><h1>anchorflow explorer: run {html.escape(run)}</h1>"
+        "<h2>Traces</h2><table><tr><th>trace</th><th>problem</th><th>outcome</th><th>model</th>"
+        "<th>sentences</th><th>tokens</th><th>top anchors (receiver-head score)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + "".join(head_sections)
+        + f"<h2>Figures and tables</h2><ul>{link_items}</ul></body></html>\n"
+    )
+
+
+def write_explorer(
+    folder: str | Path,
+    run: str,
+    pages: Sequence[TracePage],
+    heads: Mapping[str, Sequence[Mapping[str, Any]]],
+    links: Sequence[tuple[str, str]],
+) -> list[Path]:
+    """Write ``index.html`` and ``{model}/{trace}.html`` under ``folder``; return the paths."""
+    folder = Path(folder)
+    written, entries = [], []
+    for page in pages:
+        href = f"{page.model}/{page.trace}.html"
+        path = folder / href
+        write_text(path, render_trace_page(page))
+        written.append(path)
+        entries.append(IndexEntry(page, href))
+    index = folder / "index.html"
+    write_text(index, render_index(run, entries, heads, links))
+    return [index, *written]
+
+
+def _labels_by_chunk(chunks: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    return {int(chunk["chunk_idx"]): chunk for chunk in chunks}
+
+
+def trace_page(
+    results: Path,
+    model: str,
+    rollouts: str,
+    record: Mapping[str, Any],
+    scores: Any,
+    heads: Sequence[Sequence[int]],
+    suppression: Any,
+    ablation: Any,
+    curve_heads: int = CURVE_HEADS,
+) -> TracePage:
+    """The page of one trace from the run's files (``scores``, ``suppression``, ``ablation``:
+    the model's receiver-score, suppression-importance and ablation-importance tables, or None)."""
+    from anchorflow.io import read_json, read_npz
+
+    trace = record["trace"]
+    sentences = read_json(results / "sentences" / rollouts / f"{trace}.json")
+    chunk_idx = [int(chunk) for chunk in sentences["chunk_idx"]]
+    n = len(chunk_idx)
+    labels = _labels_by_chunk(read_json(results / "labels" / rollouts / f"{trace}.json")["chunks"])
+    tokens = results / "tokens" / model / f"{trace}.json"
+    categories, depends_on = [], []
+    for chunk in chunk_idx:
+        label = labels.get(chunk, {})
+        categories.append((list(label.get("function_tags") or []) or ["unknown"])[0])
+        depends_on.append([int(dep) for dep in label.get("depends_on") or []])
+    dataset = _labels_by_chunk(record.get("labels") or [])
+    measures: dict[str, list[float | None]] = {}
+    rows = scores[scores["trace"] == trace] if scores is not None else None
+    if rows is not None and len(rows):
+        measures["receiver_score"] = per_sentence(
+            dict(zip(rows["sentence"], rows["receiver_score"], strict=True)), n
+        )
+    if suppression is not None and trace in set(suppression["trace"]):
+        rows = suppression[suppression["trace"] == trace]
+        measures["suppression_importance"] = per_sentence(
+            dict(zip(rows["sentence"], rows["suppression_importance"], strict=True)), n
+        )
+    for metric in ("counterfactual_importance_kl", "resampling_importance_accuracy"):
+        measures[metric] = by_chunk(
+            {chunk: label.get(metric) for chunk, label in dataset.items()}, chunk_idx
+        )
+    if ablation is not None and trace in set(ablation["trace"]):
+        rows = ablation[ablation["trace"] == trace]
+        measures["ablation_importance_kl"] = by_chunk(
+            dict(zip(rows["sentence"], rows["counterfactual_importance_kl"], strict=True)),
+            chunk_idx,
+        )
+    matrix_file = results / "suppression" / model / f"{trace}.npz"
+    matrix = read_npz(matrix_file)[0]["log_kl"] if matrix_file.exists() else None
+    attention_file = results / "attention" / model / f"{trace}.npz"
+    curves = {}
+    if attention_file.exists() and len(heads):
+        vertical = read_npz(attention_file)[0]["vertical_scores"]
+        curves = head_curves(vertical, list(heads)[:curve_heads])
+    return TracePage(
+        model=model,
+        trace=trace,
+        problem=record["problem_text"],
+        correct=bool(record["is_correct"]),
+        n_tokens=read_json(tokens)["n_tokens"] if tokens.exists() else None,
+        sentences=list(sentences["sentences"]),
+        chunk_idx=chunk_idx,
+        categories=categories,
+        depends_on=depends_on,
+        measures=measures,
+        matrix=matrix_json(matrix) if matrix is not None and len(matrix) == n else None,
+        curves=curves,
+    )
+
+
+def _table(path: Path) -> Any:
+    from anchorflow.io import read_tsv
+
+    return read_tsv(path) if path.exists() else None
+
+
+def explorer_pages(
+    results: str | Path,
+    models: Mapping[str, str],
+    interventions_model: str | None,
+    curve_heads: int = CURVE_HEADS,
+) -> tuple[list[TracePage], dict[str, list[dict]], list[tuple[str, str]]]:
+    """The pages of every usable trace of every model (``models``: name -> rollouts folder),
+    the receiver heads per model and the links to the run's figures and tables (relative to
+    ``explorer/``)."""
+    from anchorflow.rollouts import read_records
+
+    results = Path(results)
+    records = read_records(str(results / "rollouts" / "records.jsonl"))
+    pages, heads, links = [], {}, []
+    for model, rollouts in models.items():
+        head_table = _table(results / "receivers" / model / "receiver_heads.tsv")
+        head_rows = [] if head_table is None else head_table.to_dict(orient="records")
+        heads[model] = head_rows
+        top = [(int(row["layer"]), int(row["head"])) for row in head_rows]
+        scores = _table(results / "receivers" / model / "receiver_scores.tsv")
+        suppression = _table(results / "suppression" / model / "importance.tsv")
+        ablation = None
+        if model == interventions_model:
+            table = _table(results / "interventions" / model / "counterfactual" / "importance.tsv")
+            if table is not None:
+                ablation = table[table["kind"] == "receivers"]
+        for record in records:
+            if record["rollouts"] == rollouts:
+                pages.append(
+                    trace_page(
+                        results,
+                        model,
+                        rollouts,
+                        record,
+                        scores,
+                        top,
+                        suppression,
+                        ablation,
+                        curve_heads,
+                    )  # fmt: skip
+                )
+        for name in ("figure4", "figure5", "figure6", "suppression_grid"):
+            if (results / "figures" / model / f"{name}.png").exists():
+                links.append((f"{name} ({model})", f"../figures/{model}/{name}.png"))
+    for table in sorted((results / "interventions").glob("*/*/*.md")):
+        links.append((table.stem.replace("_", " "), "../" + str(table.relative_to(results))))
+    return pages, heads, links
+
+
+def main() -> None:
+    """``python -m anchorflow.explorer results/RUN --model NAME=ROLLOUTS ...``: the explorer of
+    a run from whatever stages it has (the ``explorer`` rule does the same once all have run)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
+    parser.add_argument("results", type=Path, help="results/{run}")
+    parser.add_argument("--model", action="append", required=True, help="NAME=ROLLOUTS")
+    parser.add_argument("--interventions-model", default=None)
+    parser.add_argument("--output", type=Path, default=None, help="default: RESULTS/explorer")
+    arguments = parser.parse_args()
+    models = dict(item.split("=", 1) for item in arguments.model)
+    pages, heads, links = explorer_pages(arguments.results, models, arguments.interventions_model)
+    output = arguments.output or arguments.results / "explorer"
+    written = write_explorer(output, arguments.results.name, pages, heads, links)
+    print(f"{len(written)} pages under {output}")
+
+
+if __name__ == "__main__":
+    main()
