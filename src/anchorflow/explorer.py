@@ -206,19 +206,27 @@ const elements = data.sentences.map(sentence => {
   return span;
 });
 function shade() {
+  // Shaded by rank among the trace's values (skewed measures stay readable); missing is hatched.
   const measure = data.measures.find(m => m.key === measureSelect.value);
-  const finite = measure.values.filter(v => v !== null);
-  const low = Math.min(...finite), high = Math.max(...finite);
+  const finite = measure.values.filter(v => v !== null).sort((a, b) => a - b);
+  const rank = value => {
+    let lo = 0, hi = finite.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (finite[mid] < value) lo = mid + 1; else hi = mid;
+    }
+    return finite.length > 1 ? lo / (finite.length - 1) : 0.5;
+  };
   elements.forEach((span, index) => {
     const value = measure.values[index];
     span.classList.toggle('missing', value === null);
     if (value === null) { span.style.backgroundColor = ''; span.title = 'missing'; return; }
-    const level = high > low ? (value - low) / (high - low) : 0.5;
-    span.style.backgroundColor = `rgba(230, 85, 13, ${(0.08 + 0.82 * level).toFixed(3)})`;
+    span.style.backgroundColor = `rgba(230, 85, 13, ${(0.05 + 0.8 * rank(value)).toFixed(3)})`;
     span.title = '';
   });
   document.getElementById('scale').textContent = finite.length ?
-    `${measure.label}: ${fmt(low)} (light) to ${fmt(high)} (dark); ` +
+    `${measure.label}, shaded by rank: ${fmt(finite[0])} (lightest) to ` +
+    `${fmt(finite[finite.length - 1])} (darkest); ` +
     `${measure.values.length - finite.length} missing` : `${measure.label}: no values`;
 }
 function reorder() {
