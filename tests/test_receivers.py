@@ -11,6 +11,7 @@ import pytest
 import yaml
 from real_data import QWEN14B_ROLLOUTS, REPO_ROOT, real_trace_folders
 from scipy import stats
+from test_parity import reference_vertical_scores
 
 from anchorflow.receivers import (
     analyse_receivers,
@@ -47,29 +48,6 @@ ORACLE = np.array(
 )
 
 
-def naive_vertical_scores(matrix: np.ndarray, proximity_ignore: int, control_depth: bool):
-    """The reference's definition, one row and one column at a time."""
-    n = matrix.shape[0]
-    masked = matrix.astype(np.float64).copy()
-    for i in range(n):
-        for j in range(n):
-            if j > i or i - j < proximity_ignore:
-                masked[i, j] = np.nan
-    if control_depth:
-        for i in range(n):
-            row = masked[i]
-            n_valid = int(np.sum(~np.isnan(row)))
-            if n_valid:
-                masked[i] = stats.rankdata(row, nan_policy="omit") / n_valid
-    scores = np.full(n, np.nan)
-    for j in range(n):
-        column = masked[j + proximity_ignore :, j]
-        column = column[~np.isnan(column)]
-        if column.size:
-            scores[j] = column.mean()
-    return scores
-
-
 def test_vertical_scores_oracle():
     np.testing.assert_allclose(vertical_scores(ORACLE, 2), [0.75, 0.4, np.nan, np.nan])
     np.testing.assert_allclose(
@@ -89,7 +67,7 @@ def test_vertical_scores_match_naive_loop(proximity_ignore, control_depth):
         scores = vertical_scores(matrices, proximity_ignore, control_depth)
     assert scores.shape == (2, 3, 9)
     for index in np.ndindex(2, 3):
-        expected = naive_vertical_scores(matrices[index], proximity_ignore, control_depth)
+        expected = reference_vertical_scores(matrices[index], proximity_ignore, control_depth)
         np.testing.assert_allclose(scores[index], expected, rtol=1e-12)
 
 
