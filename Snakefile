@@ -50,4 +50,4 @@ rule all:
         rules.receivers_all.input,
         rules.interventions_all.input,
         rules.suppression_all.input,
-        rules.explorer.output,
+        rules.explorer.output.index,

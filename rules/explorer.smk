@@ -8,12 +8,12 @@ rule explorer:
         rules.interventions_all.input,
         records=rules.acquire_rollouts.output.records,
     output:
-        report(
-            directory(f"{RESULTS}/explorer"),
-            htmlindex="index.html",
+        index=report(
+            f"{RESULTS}/explorer/index.html",
             caption="../report/explorer.rst",
             category="Explorer",
         ),
+        pages=directory(f"{RESULTS}/explorer/traces"),
     log:
         f"{RESULTS}/logs/explorer.log",
     conda:

@@ -3,7 +3,7 @@ model and trace), static and self-contained."""
 
 from pathlib import Path
 
-from anchorflow.explorer import explorer_pages, write_explorer
+from anchorflow.explorer import PAGES_FOLDER, explorer_pages, write_explorer
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
@@ -14,7 +14,10 @@ pages, heads, links = explorer_pages(
     snakemake.params.interventions_model,
     snakemake.params.curve_heads,
 )
-written = write_explorer(snakemake.output[0], snakemake.params.run, pages, heads, links)
+folder = Path(snakemake.output.index).parent
+if Path(snakemake.output.pages) != folder / PAGES_FOLDER:
+    raise ValueError(f"the pages must go to {folder / PAGES_FOLDER}, not {snakemake.output.pages}")
+written = write_explorer(folder, snakemake.params.run, pages, heads, links)
 size = sum(path.stat().st_size for path in written)
 log.info("%d pages, %.1f kB in all, largest %.1f kB", len(written), size / 1e3,
          max(path.stat().st_size for path in written) / 1e3)  # fmt: skip

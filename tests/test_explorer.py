@@ -83,16 +83,16 @@ def test_index_lists_traces_heads_and_links(tmp_path: Path) -> None:
     page = synthetic_page(12)
     index = render_index(
         "demo",
-        [IndexEntry(page, "tiny/101_correct.html")],
+        [IndexEntry(page, "traces/tiny/101_correct.html")],
         {"tiny": [{"layer": 2, "head": 1, "mean_kurtosis": 5.6412}]},
         [("figure4 (tiny)", "../figures/tiny/figure4.png")],
     )
-    assert 'href="tiny/101_correct.html"' in index and "5.641" in index
+    assert 'href="traces/tiny/101_correct.html"' in index and "5.641" in index
     assert 'href="../figures/tiny/figure4.png"' in index
     written = write_explorer(tmp_path, "demo", [page], {"tiny": []}, [])
     assert [path.relative_to(tmp_path).as_posix() for path in written] == [
         "index.html",
-        "tiny/101_correct.html",
+        "traces/tiny/101_correct.html",
     ]
 
 

@@ -1,8 +1,8 @@
 """The trace explorer: static, self-contained HTML pages of a run (no network, no CDN).
 
-``index.html`` lists every trace with its problem, correctness, model, sizes and top anchors,
+``explorer/index.html`` lists every trace with its problem, correctness, model, sizes and top anchors,
 the run's receiver heads, and links to the figures and intervention tables. One page per
-(model, trace) shows the trace's sentences coloured by category, a selectable measure shaded on
+(model, trace), ``explorer/traces/{model}/{trace}.html``, shows the trace's sentences coloured by category, a selectable measure shaded on
 the text (missing values drawn as missing, never as zero), sorting by any measure, a tooltip
 with every value and the sentence's dependencies, the suppression matrix as a heatmap (hover
 shows both sentences) and the top receiver heads' vertical-score curves. Data are embedded as
@@ -307,7 +307,10 @@ def _legend() -> str:
     )
 
 
-def render_trace_page(page: TracePage, index_href: str = "../index.html") -> str:
+PAGES_FOLDER = "traces"
+
+
+def render_trace_page(page: TracePage, index_href: str = "../../index.html") -> str:
     """The HTML of one trace page (self-contained: data, style and script inline)."""
     title = f"{page.trace} ({page.model})"
     outcome = "correct" if page.correct else "incorrect"
@@ -409,11 +412,12 @@ def write_explorer(
     heads: Mapping[str, Sequence[Mapping[str, Any]]],
     links: Sequence[tuple[str, str]],
 ) -> list[Path]:
-    """Write ``index.html`` and ``{model}/{trace}.html`` under ``folder``; return the paths."""
+    """Write ``index.html`` and ``traces/{model}/{trace}.html`` under ``folder``; return the
+    paths, the index first."""
     folder = Path(folder)
     written, entries = [], []
     for page in pages:
-        href = f"{page.model}/{page.trace}.html"
+        href = f"{PAGES_FOLDER}/{page.model}/{page.trace}.html"
         path = folder / href
         write_text(path, render_trace_page(page))
         written.append(path)
