@@ -1,12 +1,13 @@
 """The trace explorer: static, self-contained HTML pages of a run (no network, no CDN).
 
-``explorer/index.html`` lists every trace with its problem, correctness, model, sizes and top anchors,
-the run's receiver heads, and links to the figures and intervention tables. One page per
-(model, trace), ``explorer/traces/{model}/{trace}.html``, shows the trace's sentences coloured by category, a selectable measure shaded on
-the text (missing values drawn as missing, never as zero), sorting by any measure, a tooltip
-with every value and the sentence's dependencies, the suppression matrix as a heatmap (hover
-shows both sentences) and the top receiver heads' vertical-score curves. Data are embedded as
-JSON; the script is plain JavaScript in the page.
+``explorer/index.html`` lists every trace with its problem, correctness, model, sizes and top
+anchors, the run's receiver heads, and links to the figures and intervention tables. One page
+per (model, trace), ``explorer/traces/{model}/{trace}.html``, shows the trace's sentences
+coloured by category, a selectable measure shaded on the text (missing values drawn as missing,
+never as zero), sorting by any measure, a tooltip with every value and the sentence's
+dependencies, the suppression matrix as a heatmap (hover shows both sentences) and the top
+receiver heads' vertical-score curves. Data are embedded as JSON; the script is plain JavaScript
+in the page.
 """
 
 from __future__ import annotations

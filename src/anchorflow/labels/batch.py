@@ -1,18 +1,18 @@
 """Batch labelling with the Message Batches API (half price), resumable.
 
-Every window not yet in the response cache becomes one batch request whose ``custom_id`` is
-its cache key. Before the batch is created, its intent (the windows, their count and the time)
-is written to ``<cache_dir>/batches/intent-<digest>.json``; the batch id and the windows it
-carries are written to ``<cache_dir>/batches/<batch_id>.json`` right after submission, and the
-intent is removed. A run that is interrupted (or gives up after ``poll_timeout_s``) resumes
-polling the same batch instead of submitting a new one; one interrupted while ``create`` was in
-flight finds its batch in the server's batch list (created after the intent was written, allowing
+Every window not yet in the response cache becomes one batch request whose ``custom_id`` is its
+cache key. Before the batch is created, its intent (the windows, their count and the time) is
+written to ``<cache_dir>/batches/intent-<digest>.json``; the batch id and the windows it carries
+are written to ``<cache_dir>/batches/<batch_id>.json`` right after submission, and the intent is
+removed. A run that is interrupted (or gives up after ``poll_timeout_s``) resumes polling the
+same batch instead of submitting a new one; one interrupted while ``create`` was in flight finds
+its batch in the server's batch list (created after the intent was written, allowing
 ``CLOCK_SKEW_S`` of clock difference, with as many requests) and adopts it, so nothing is paid
-twice; results whose ``custom_id`` is not one of its windows are ignored. A record whose batch the server no longer
-knows (404: expired, deleted, another workspace) is set aside as ``<batch_id>.stale`` with a
-warning naming it, and its windows are left to the per-trace synchronous calls. Valid results go
-into the response cache; invalid or failed ones are left to the per-trace (synchronous)
-labelling, which re-asks.
+twice; results whose ``custom_id`` is not one of its windows are ignored. A record whose batch
+the server no longer knows (404: expired, deleted, another workspace) is set aside as
+``<batch_id>.stale`` with a warning naming it, and its windows are left to the per-trace
+synchronous calls. Valid results go into the response cache; invalid or failed ones are left to
+the per-trace (synchronous) labelling, which re-asks.
 """
 
 from __future__ import annotations
