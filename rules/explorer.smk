@@ -22,7 +22,6 @@ rule explorer:
         mem_mb=resource("default", "mem_mb"),
         runtime=resource("default", "runtime"),
     params:
-        results=RESULTS,
         run=config["run"],
         models={name: model["rollouts"] for name, model in MODELS.items()},
         interventions_model=INTERVENTION_MODEL,

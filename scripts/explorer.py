@@ -7,7 +7,7 @@ from anchorflow.explorer import PAGES_FOLDER, explorer_pages, write_explorer
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
-results = Path(snakemake.params.results)
+results = Path(snakemake.input.records).parents[1]  # results/{run}/rollouts/records.jsonl
 pages, heads, links = explorer_pages(
     results,
     snakemake.params.models,
