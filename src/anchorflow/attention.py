@@ -159,9 +159,8 @@ def _streamed_attention(
         stop = min(start + collector.query_block, length)
         rows = stop - start
         block_query = query[0, :, start:stop].reshape(kv_heads, groups * rows, head_dim)
-        products = torch.matmul(block_query, keys[:, :, :stop]) * scaling  # eager's order
-        scores = products.view(heads, rows, stop).float()
-        del products
+        scores = torch.matmul(block_query, keys[:, :, :stop]).mul_(scaling)  # eager's order
+        scores = scores.view(heads, rows, stop).float()
         future = torch.ones(rows, rows, dtype=torch.bool, device=query.device).triu_(1)
         scores[:, :, start:stop].masked_fill_(future, float("-inf"))
         probabilities = torch.softmax(scores, dim=-1).to(values.dtype)  # [H, rows, stop]
