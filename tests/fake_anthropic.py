@@ -1,29 +1,29 @@
 """A fake Anthropic Messages API on 127.0.0.1 for the labelling tests.
 
-It answers ``POST /v1/messages``, ``POST /v1/messages/batches``,
-``GET /v1/messages/batches/{id}`` and ``GET /v1/messages/batches/{id}/results`` (JSONL) with
+It answers ``POST /v1/messages``, ``POST /v1/messages/batches``, ``GET
+/v1/messages/batches/{id}`` and ``GET /v1/messages/batches/{id}/results`` (JSONL) with
 ``tool_use`` content built from known labels: it reads the chunks to label from the prompt,
-finds the one catalogued trace whose problem and chunk texts appear under the same numbers,
-and returns that trace's labels. A request whose chunks match no trace (or the wrong numbers)
-gets HTTP 400, so a shifted index fails the test.
+finds the one catalogued trace whose problem and chunk texts appear under the same numbers, and
+returns that trace's labels. A request whose chunks match no trace (or the wrong numbers) gets
+HTTP 400, so a shifted index fails the test.
 
 ``fault(trace, seen, n_targets)`` decides per request which fault to inject: ``trace`` is the
 catalogue position of the trace the chunks belong to, ``seen`` counts earlier requests of the
 same window (same first user message) and ``n_targets`` is its number of chunks to label.
-Faults: ``429`` (with ``retry-after``),
-``529`` (``overloaded_error``), ``500``, ``drop`` (connection closed without a reply),
-``malformed`` (text that is not JSON), ``missing`` (last chunk left out), ``unknown_tag``,
-``forward`` (a dependency on a later chunk), ``shifted`` (every label one chunk late),
-``max_tokens`` (cut off). Hostile ones: ``retry-after=<value>`` (429 with that header, e.g.
-``86400``, ``inf``, ``soon``), ``status=<code>`` (that error status), ``drip`` (a valid reply
-dripped in pieces, ``drip_pause_s`` apart), ``html``, ``truncated_body`` and
-``content_null`` (2xx bodies that are no message), ``usage_text`` (non-numeric token counts),
+Faults: ``429`` (with ``retry-after``), ``529`` (``overloaded_error``), ``500``, ``drop``
+(connection closed without a reply), ``malformed`` (text that is not JSON), ``missing`` (last
+chunk left out), ``unknown_tag``, ``forward`` (a dependency on a later chunk), ``shifted``
+(every label one chunk late), ``max_tokens`` (cut off). Hostile ones: ``retry-after=<value>``
+(429 with that header, e.g. ``86400``, ``inf``, ``soon``), ``status=<code>`` (that error
+status), ``echo_key`` (a 200 HTML page echoing the request headers), ``drip`` (a valid reply
+dripped in pieces, ``drip_pause_s`` apart), ``html``, ``truncated_body`` and ``content_null``
+(2xx bodies that are no message), ``usage_text`` (non-numeric token counts),
 ``conflicting_tools`` (a valid but wrong tool call before the right one), ``duplicate_key`` (a
 chunk's key repeated in the raw JSON, the wrong entry last), ``zero_padded`` (a wrong ``"05"``
-beside ``"5"``), ``float_deps`` (``depends_on: [3.0]``).
-Batches: ``GET /v1/messages/batches`` lists them newest first with their real creation times;
-``results_drops`` results requests are cut off mid-stream first. Every request is counted per
-route in ``counts``.
+beside ``"5"``), ``float_deps`` (``depends_on: [3.0]``). Batches: ``GET /v1/messages/batches``
+lists them newest first with their real creation times; ``results_drops`` results requests are
+cut off mid-stream first; ``duplicated_results`` repeats every result with other labels. Every
+request is counted per route in ``counts``.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class FakeState:
     cached_prefixes: set[str] = field(default_factory=set)
     drip_pause_s: float = 0.2
     results_drops: int = 0
+    duplicated_results: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -321,6 +322,11 @@ def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandle
             elif fault == "html":
                 page = b"<html><body>502 Bad Gateway</body></html>"
                 self._send_raw(200, page, "text/html", len(page))
+            elif fault == "echo_key":  # a broken proxy that echoes the request headers
+                key = self.headers.get("x-api-key") or self.headers.get("authorization")
+                echoed = f"key: {key} {dict(self.headers)}"
+                page = f"<html>{echoed}</html>".encode()
+                self._send_raw(200, page, "text/html", len(page))
             elif fault in ("truncated_body", "content_null", "usage_text", "drip"):
                 status, message = answer(state, body, None)
                 if fault == "content_null":
@@ -401,6 +407,11 @@ def _handler(state: FakeState, server: FakeServer) -> type[BaseHTTPRequestHandle
                         else {"type": "errored", "error": message}
                     )
                 lines.append(json.dumps({"custom_id": request["custom_id"], "result": result}))
+                if state.duplicated_results and status == 200:  # the same id, other labels
+                    wrong = json.loads(json.dumps(result))
+                    for block in wrong["message"]["content"]:
+                        block["input"] = {key: WRONG_ENTRY for key in block["input"]}
+                    lines.append(json.dumps({"custom_id": request["custom_id"], "result": wrong}))
             return ("\n".join(lines) + "\n").encode()
 
     return Handler

@@ -17,7 +17,7 @@ from typing import Any
 
 import anthropic
 import pytest
-from labels_support import expected_chunks, label_params
+from labels_support import DUMMY_KEY, expected_chunks, label_params
 
 from anchorflow.labels import labeller as labeller_module
 from anchorflow.labels.batch import BatchLabeller
@@ -163,6 +163,15 @@ def test_a_malformed_2xx_reply_is_a_retried_transport_fault(server, records, tmp
     assert api.n_requests == 2 and len(api.delays) == 1  # a transport retry, not a re-ask
 
 
+def test_a_key_echoed_by_the_server_is_never_logged(server, records, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    server.state.fault = first_request_only("echo_key")
+    documents, api = label(records[:1], tmp_path)
+    assert_labels_correct(documents, records[:1])
+    assert api.n_requests == 2
+    assert DUMMY_KEY not in caplog.text and "MalformedResponse" in caplog.text
+
+
 def test_unreadable_usage_keeps_the_paid_answer(server, records, tmp_path, caplog):
     server.state.fault = lambda trace, seen, n_targets: "usage_text"
     documents, api = label(records[:1], tmp_path)
@@ -275,6 +284,16 @@ def test_an_intent_whose_create_never_arrived_is_submitted_once(
     summary = batch_labeller(cache).run(records[:1])
     assert summary["recovered"] == [] and len(summary["submitted"]) == 1
     assert server.counts["batches.create"] == 1 and summary["cached"] == 1
+
+
+def test_conflicting_results_for_one_custom_id_are_not_taken(server, records, tmp_path):
+    server.state.duplicated_results = True
+    cache = ResponseCache(tmp_path)
+    summary = batch_labeller(cache).run(records[:2])
+    assert summary["cached"] == 0 and summary["failed"] == 2
+    documents, api = label(records[:2], tmp_path)
+    assert_labels_correct(documents, records[:2])
+    assert api.n_requests == 2
 
 
 def test_a_dropped_results_stream_is_retried(server, records, tmp_path):

@@ -56,6 +56,18 @@ def _requests_total(batch: Any) -> int:
     )
 
 
+def _conflicting_ids(results: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The custom ids that come with more than one different result."""
+    seen: dict[str, Any] = {}
+    conflicting = set()
+    for item in results:
+        custom_id = str(item.get("custom_id"))
+        if custom_id in seen and seen[custom_id] != item.get("result"):
+            conflicting.add(custom_id)
+        seen.setdefault(custom_id, item.get("result"))
+    return conflicting
+
+
 def parse_results(body: bytes) -> list[dict[str, Any]]:
     """The lines of a batch-results JSONL body; :class:`MalformedResponse` (retryable) when a
     line is cut off or is not a result object."""
@@ -264,10 +276,19 @@ class BatchLabeller:
             ),
             f"batch {state['id']} results",
         )
+        repeated = _conflicting_ids(results)
+        handled: set[str] = set()
         for item in results:
             custom_id = str(item.get("custom_id"))
             data = state["requests"].get(custom_id)
-            if data is None:
+            if data is None or custom_id in handled:
+                continue
+            handled.add(custom_id)
+            if custom_id in repeated:
+                counts["failed"] += 1
+                self.log.warning(
+                    "batch request %s: several different results; none is taken", custom_id[:12]
+                )
                 continue
             result = item["result"]
             message = result.get("message")

@@ -115,13 +115,19 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, RETRYABLE_ERRORS)
 
 
+def redact(text: str, environment: Mapping[str, str] = os.environ) -> str:
+    """``text`` with the API key replaced, should a server have echoed it back."""
+    key = environment.get("ANTHROPIC_API_KEY", "").strip()
+    return text.replace(key, "[redacted]") if len(key) >= 8 else text
+
+
 def describe(error: BaseException) -> str:
-    """A log line for a failed try; never includes request headers (the key)."""
+    """A log line for a failed try; never includes request headers or the key."""
     if isinstance(error, anthropic.APIStatusError):
         body = error.body if isinstance(error.body, dict) else {}
         kind = body.get("error", {}).get("type", "") if isinstance(body.get("error"), dict) else ""
-        return f"HTTP {error.status_code} {kind}".strip()
-    return f"{type(error).__name__}: {str(error)[:300]}"
+        return redact(f"HTTP {error.status_code} {kind}".strip())
+    return redact(f"{type(error).__name__}: {str(error)[:300]}")
 
 
 def _object_marking_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -149,14 +155,14 @@ def parse_message_body(body: bytes) -> dict[str, Any]:
     try:
         message = loads_marking_duplicates(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MalformedResponse(f"the reply body is not JSON ({error}): {body[:80]!r}") from None
+        raise MalformedResponse(f"the {len(body)}-byte reply body is not JSON ({error})") from None
     if not isinstance(message, dict):
         raise MalformedResponse(f"the reply body is a {type(message).__name__}, not an object")
     content = message.get("content")
     if not isinstance(content, list) or not all(
         isinstance(block, dict) and isinstance(block.get("type"), str) for block in content
     ):
-        raise MalformedResponse(f"the reply's content is not a list of blocks: {content!r:.80}")
+        raise MalformedResponse(f"the reply's content is a {type(content).__name__}, not blocks")
     return message
 
 
