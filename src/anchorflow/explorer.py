@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from anchorflow.io import write_text
+from anchorflow.io import read_json, read_npz, read_tsv, write_text
+from anchorflow.rollouts import read_records
 
 # Measures a trace page can shade, in menu order: (key, label).
 MEASURES = (
@@ -428,6 +429,14 @@ def write_explorer(
     return [index, *written]
 
 
+def _trace_values(table: Any, trace: str, column: str) -> dict[int, Any] | None:
+    """``column`` of a trace's rows keyed by their ``sentence`` (None without such rows)."""
+    if table is None:
+        return None
+    rows = table[table["trace"] == trace]
+    return dict(zip(rows["sentence"], rows[column], strict=True)) if len(rows) else None
+
+
 def _labels_by_chunk(chunks: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
     return {int(chunk["chunk_idx"]): chunk for chunk in chunks}
 
@@ -445,8 +454,6 @@ def trace_page(
 ) -> TracePage:
     """The page of one trace from the run's files (``scores``, ``suppression``, ``ablation``:
     the model's receiver-score, suppression-importance and ablation-importance tables, or None)."""
-    from anchorflow.io import read_json, read_npz
-
     trace = record["trace"]
     sentences = read_json(results / "sentences" / rollouts / f"{trace}.json")
     chunk_idx = [int(chunk) for chunk in sentences["chunk_idx"]]
@@ -460,26 +467,19 @@ def trace_page(
         depends_on.append([int(dep) for dep in label.get("depends_on") or []])
     dataset = _labels_by_chunk(record.get("labels") or [])
     measures: dict[str, list[float | None]] = {}
-    rows = scores[scores["trace"] == trace] if scores is not None else None
-    if rows is not None and len(rows):
-        measures["receiver_score"] = per_sentence(
-            dict(zip(rows["sentence"], rows["receiver_score"], strict=True)), n
-        )
-    if suppression is not None and trace in set(suppression["trace"]):
-        rows = suppression[suppression["trace"] == trace]
-        measures["suppression_importance"] = per_sentence(
-            dict(zip(rows["sentence"], rows["suppression_importance"], strict=True)), n
-        )
+    receiver = _trace_values(scores, trace, "receiver_score")
+    if receiver is not None:
+        measures["receiver_score"] = per_sentence(receiver, n)
+    suppressed = _trace_values(suppression, trace, "suppression_importance")
+    if suppressed is not None:
+        measures["suppression_importance"] = per_sentence(suppressed, n)
     for metric in ("counterfactual_importance_kl", "resampling_importance_accuracy"):
         measures[metric] = by_chunk(
             {chunk: label.get(metric) for chunk, label in dataset.items()}, chunk_idx
         )
-    if ablation is not None and trace in set(ablation["trace"]):
-        rows = ablation[ablation["trace"] == trace]
-        measures["ablation_importance_kl"] = by_chunk(
-            dict(zip(rows["sentence"], rows["counterfactual_importance_kl"], strict=True)),
-            chunk_idx,
-        )
+    ablated = _trace_values(ablation, trace, "counterfactual_importance_kl")
+    if ablated is not None:
+        measures["ablation_importance_kl"] = by_chunk(ablated, chunk_idx)
     matrix_file = results / "suppression" / model / f"{trace}.npz"
     matrix = read_npz(matrix_file)[0]["log_kl"] if matrix_file.exists() else None
     attention_file = results / "attention" / model / f"{trace}.npz"
@@ -504,8 +504,6 @@ def trace_page(
 
 
 def _table(path: Path) -> Any:
-    from anchorflow.io import read_tsv
-
     return read_tsv(path) if path.exists() else None
 
 
@@ -518,8 +516,6 @@ def explorer_pages(
     """The pages of every usable trace of every model (``models``: name -> rollouts folder),
     the receiver heads per model and the links to the run's figures and tables (relative to
     ``explorer/``)."""
-    from anchorflow.rollouts import read_records
-
     results = Path(results)
     records = read_records(str(results / "rollouts" / "records.jsonl"))
     pages, heads, links = [], {}, []

@@ -142,7 +142,10 @@ class BatchLabeller:
             if recovered:
                 summary["recovered"].append(recovered)
         synchronous: set[str] = set()
-        for state_path in sorted(self.cache.batch_dir.glob("msg*.json")):
+        records = [
+            p for p in self.cache.batch_dir.glob("*.json") if not p.name.startswith("intent-")
+        ]
+        for state_path in sorted(records):
             state = read_json(state_path)
             if not state["collected"] and pending.keys() & state["requests"].keys():
                 self.log.info(
@@ -188,24 +191,21 @@ class BatchLabeller:
 
     def _submit(self, windows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """Record the intent, create the batch, record its id, drop the intent."""
+        ordered = dict(sorted(windows.items()))
         requests = [
             {"custom_id": key, "params": self.settings.request(*_window(data))}
-            for key, data in sorted(windows.items())
+            for key, data in ordered.items()
         ]
-        digest = hashlib.sha256("".join(sorted(windows)).encode()).hexdigest()[:16]
+        digest = hashlib.sha256("".join(ordered).encode()).hexdigest()[:16]
         intent_path = self.cache.batch_dir / f"intent-{digest}.json"
         write_json(
             intent_path,
-            {
-                "submitted_at": time.time(),
-                "n_requests": len(requests),
-                "requests": dict(sorted(windows.items())),
-            },
+            {"submitted_at": time.time(), "n_requests": len(requests), "requests": ordered},
         )
         batch = self.api.call(
             lambda: self.api.client.messages.batches.create(requests=requests), "batch create"
         )
-        state = self._record(batch.id, dict(sorted(windows.items())), intent_path)
+        state = self._record(batch.id, ordered, intent_path)
         self.log.info("submitted batch %s with %d requests", batch.id, len(requests))
         return state
 
