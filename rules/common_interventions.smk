@@ -1,13 +1,15 @@
-from anchorflow.interventions import EXPERIMENTS, condition_names
+from anchorflow.interventions import EXPERIMENTS, condition_groups, condition_names
 
 INTERVENTIONS = config["interventions"]
 INTERVENTION_MODEL = INTERVENTIONS["model"] or config["models"][0]["name"]
 INTERVENTION_CONDITIONS = condition_names(INTERVENTIONS)
+# Accuracy experiments: scored per generation and compared with their random controls.
+ACCURACY_EXPERIMENTS = ("amplification", "ablation", "patching")
 
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
-    condition=r"[A-Za-z0-9._-]+",
+    group=r"\d+",
     shard=r"\d+",
 
 
@@ -51,6 +53,7 @@ def intervention_generation_params(wildcards):
         "batch_size",
         "seed",
         "paired_seeds",
+        "conditions_per_job",
     )
     shared = {key: INTERVENTIONS[key] for key in keys}
     return {
@@ -68,15 +71,33 @@ intervention_receiver_heads = branch(
 
 
 def intervention_shards(wildcards):
-    """Every generation shard of one experiment, over all its conditions."""
-    settings = INTERVENTIONS[wildcards.experiment]
+    """Every generation file of one experiment: each group of conditions times each shard."""
+    groups = condition_groups(
+        INTERVENTION_CONDITIONS[wildcards.experiment], INTERVENTIONS["conditions_per_job"]
+    )
     return expand(
-        f"{RESULTS}/interventions/{{model}}/{{experiment}}/generations/{{condition}}/{{shard}}.json",
+        f"{RESULTS}/interventions/{{model}}/{{experiment}}/generations/{{group}}/{{shard}}.json",
         model=wildcards.model,
         experiment=wildcards.experiment,
-        condition=INTERVENTION_CONDITIONS[wildcards.experiment],
-        shard=range(settings["shards"]),
+        group=range(len(groups)),
+        shard=range(INTERVENTIONS[wildcards.experiment]["shards"]),
     )
+
+
+def patching_inputs(wildcards):
+    """The per-sentence receiver scores and the records, which the patching conditions need."""
+    return {
+        "scores": f"{RESULTS}/receivers/{wildcards.model}/receiver_scores.tsv",
+        "records": rules.acquire_rollouts.output.records,
+    }
+
+
+# The patching experiment picks its sentences from the receivers stage's scores.
+intervention_patching_inputs = branch(
+    lookup(dpath="patching/enabled", within=INTERVENTIONS),
+    then=patching_inputs,
+    otherwise={},
+)
 
 
 def intervention_counterfactual_params(wildcards):
@@ -91,6 +112,7 @@ def intervention_counterfactual_params(wildcards):
 def interventions_targets(wildcards):
     """The final tables and figures of every enabled experiment."""
     out = f"{RESULTS}/interventions/{INTERVENTION_MODEL}"
+    tables = [f"{out}/{{experiment}}/failure_modes.tsv", f"{out}/{{experiment}}/strata.tsv"]
     targets = {
         "amplification": [
             f"{out}/amplification/amplification.tsv",
@@ -100,9 +122,13 @@ def interventions_targets(wildcards):
         "counterfactual": [
             f"{out}/counterfactual/by_category.tsv",
             f"{out}/counterfactual/by_category.png",
+            f"{out}/counterfactual/controls.tsv",
         ],
+        "patching": [f"{out}/patching/patching.tsv", f"{out}/patching/patching.png"],
     }
     paths = [f"{out}/head_means.npz"]
     for experiment in INTERVENTION_CONDITIONS:
         paths += targets[experiment]
+        if experiment in ACCURACY_EXPERIMENTS:
+            paths += expand(tables, experiment=experiment)
     return paths

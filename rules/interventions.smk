@@ -1,5 +1,6 @@
 rule intervention_conditions:
     input:
+        unpack(intervention_patching_inputs),
         receivers=intervention_receiver_heads,
         model=model_files,
     output:
@@ -14,6 +15,7 @@ rule intervention_conditions:
     params:
         interventions=INTERVENTIONS,
         model=model_params,
+        rollouts=intervention_rollouts,
     script:
         "../scripts/intervention_conditions.py"
 
@@ -51,11 +53,11 @@ rule intervention_generate:
         records=rules.acquire_rollouts.output.records,
         model=model_files,
     output:
-        f"{RESULTS}/interventions/{{model}}/{{experiment}}/generations/{{condition}}/{{shard}}.json",
+        f"{RESULTS}/interventions/{{model}}/{{experiment}}/generations/{{group}}/{{shard}}.json",
     log:
-        f"{RESULTS}/logs/intervention_generate/{{model}}/{{experiment}}/{{condition}}/{{shard}}.log",
+        f"{RESULTS}/logs/intervention_generate/{{model}}/{{experiment}}/{{group}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/intervention_generate/{{model}}/{{experiment}}/{{condition}}/{{shard}}.tsv"
+        f"{RESULTS}/benchmarks/intervention_generate/{{model}}/{{experiment}}/{{group}}/{{shard}}.tsv"
     conda:
         "../envs/interventions.yaml"
     resources:
@@ -73,11 +75,26 @@ rule intervention_generate:
 rule intervention_score:
     input:
         shards=intervention_shards,
+        conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
     output:
         scored=f"{RESULTS}/interventions/{{model}}/{{experiment}}/scored.jsonl",
         accuracy=f"{RESULTS}/interventions/{{model}}/{{experiment}}/accuracy.tsv",
+        failure_modes=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/failure_modes.tsv",
+            caption="../report/interventions_failure_modes.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        strata=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/strata.tsv",
+            caption="../report/interventions_strata.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
     log:
         f"{RESULTS}/logs/intervention_score/{{model}}/{{experiment}}.log",
+    wildcard_constraints:
+        experiment="|".join(ACCURACY_EXPERIMENTS),
     conda:
         "../envs/interventions.yaml"
     resources:
@@ -85,13 +102,15 @@ rule intervention_score:
         runtime=resource("intervention_tables", "runtime"),
     params:
         extractor=INTERVENTIONS["extractor"],
+        failure_modes=INTERVENTIONS["failure_modes"],
+        strata=INTERVENTIONS["strata"],
     script:
         "../scripts/intervention_score.py"
 
 
 rule intervention_amplification:
     input:
-        accuracy=f"{RESULTS}/interventions/{{model}}/amplification/accuracy.tsv",
+        scored=f"{RESULTS}/interventions/{{model}}/amplification/scored.jsonl",
         conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
     output:
         table=report(
@@ -100,6 +119,7 @@ rule intervention_amplification:
             category="Interventions",
             subcategory="{model}",
         ),
+        draws=f"{RESULTS}/interventions/{{model}}/amplification/amplification_draws.tsv",
         markdown=f"{RESULTS}/interventions/{{model}}/amplification/amplification.md",
         png=report(
             f"{RESULTS}/interventions/{{model}}/amplification/amplification.png",
@@ -122,7 +142,7 @@ rule intervention_amplification:
 
 rule intervention_ablation:
     input:
-        accuracy=f"{RESULTS}/interventions/{{model}}/ablation/accuracy.tsv",
+        scored=f"{RESULTS}/interventions/{{model}}/ablation/scored.jsonl",
         conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
     output:
         table=report(
@@ -152,6 +172,39 @@ rule intervention_ablation:
         "../scripts/intervention_ablation.py"
 
 
+rule intervention_patching:
+    input:
+        scored=f"{RESULTS}/interventions/{{model}}/patching/scored.jsonl",
+        conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
+    output:
+        table=report(
+            f"{RESULTS}/interventions/{{model}}/patching/patching.tsv",
+            caption="../report/interventions_patching.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        draws=f"{RESULTS}/interventions/{{model}}/patching/patching_draws.tsv",
+        sentences=f"{RESULTS}/interventions/{{model}}/patching/sentences.tsv",
+        markdown=f"{RESULTS}/interventions/{{model}}/patching/patching.md",
+        png=report(
+            f"{RESULTS}/interventions/{{model}}/patching/patching.png",
+            caption="../report/interventions_patching.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        pdf=f"{RESULTS}/interventions/{{model}}/patching/patching.pdf",
+        data=f"{RESULTS}/interventions/{{model}}/patching/patching_data.csv",
+    log:
+        f"{RESULTS}/logs/intervention_patching/{{model}}.log",
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        mem_mb=resource("intervention_tables", "mem_mb"),
+        runtime=resource("intervention_tables", "runtime"),
+    script:
+        "../scripts/intervention_patching.py"
+
+
 rule intervention_counterfactual:
     input:
         shards=intervention_shards,
@@ -174,6 +227,12 @@ rule intervention_counterfactual:
         ),
         pdf=f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category.pdf",
         data=f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category_data.csv",
+        controls=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/controls.tsv",
+            caption="../report/interventions_counterfactual.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
     log:
         f"{RESULTS}/logs/intervention_counterfactual/{{model}}/{{experiment}}.log",
     wildcard_constraints:

@@ -1,14 +1,20 @@
 """Incremental ablation: receiver heads vs matched random heads, tables and figure."""
 
-from anchorflow.io import read_json, read_tsv, write_csv, write_text, write_tsv
+import pandas as pd
+
+from anchorflow.intervention_tables import receiver_vs_random
+from anchorflow.io import read_json, read_jsonl, write_csv, write_text, write_tsv
 from anchorflow.plots import save_figure
 from anchorflow.plots.interventions import ablation_figure
-from anchorflow.scoring import ablation_table, markdown_table
+from anchorflow.scoring import markdown_table
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
 conditions = read_json(snakemake.input.conditions)["conditions"]["ablation"]
-summary, draws = ablation_table(read_tsv(snakemake.input.accuracy), conditions)
+summary, draws = receiver_vs_random(
+    pd.DataFrame(read_jsonl(snakemake.input.scored)), conditions, match_on=["k"]
+)
+summary = summary.rename(columns={"heads": "receiver_heads"})
 write_tsv(snakemake.output.table, summary)
 write_tsv(snakemake.output.draws, draws)
 write_text(snakemake.output.markdown, markdown_table(summary))

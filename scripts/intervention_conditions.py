@@ -1,10 +1,13 @@
-"""Resolve every intervention condition (receiver and matched random heads) of the config."""
+"""Resolve every intervention condition (receiver and matched random heads, patched sentences)."""
 
 from transformers import AutoConfig
 
+from anchorflow.generation import select_problems
 from anchorflow.interventions import build_conditions
 from anchorflow.io import read_tsv, write_json
 from anchorflow.models import _location
+from anchorflow.patching import patching_conditions
+from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
@@ -32,17 +35,38 @@ log.info(
     n_heads,
 )
 conditions = build_conditions(section, receivers, n_layers, n_heads)
+params = {
+    "model": snakemake.wildcards.model,
+    "receivers": [list(h) for h in receivers],
+    "receivers_source": source,
+    "n_layers": n_layers,
+    "n_heads": n_heads,
+    "seed": section["seed"],
+}
+sentences = []
+if section["patching"]["enabled"]:
+    problems = select_problems(
+        section["problems"]["source"],
+        [
+            r
+            for r in read_records(snakemake.input.records)
+            if r["rollouts"] == snakemake.params.rollouts
+        ],
+        n_problems=section["problems"]["n_problems"],
+        prefix="reasoning",
+    )
+    conditions["patching"], chosen = patching_conditions(
+        section, read_tsv(snakemake.input.scores), problems
+    )
+    layer = section["patching"]["layer"]
+    params["patch_layer"] = receivers[0][0] if layer is None else layer
+    sentences = chosen.to_dict(orient="records")
+    log.info(
+        "patching at layer %d: anchors %s",
+        params["patch_layer"],
+        conditions["patching"]["anchor"]["sentences"],
+    )
 write_json(
     snakemake.output[0],
-    {
-        "conditions": conditions,
-        "params": {
-            "model": snakemake.wildcards.model,
-            "receivers": [list(h) for h in receivers],
-            "receivers_source": source,
-            "n_layers": n_layers,
-            "n_heads": n_heads,
-            "seed": section["seed"],
-        },
-    },
+    {"conditions": conditions, "patching_sentences": sentences, "params": params},
 )

@@ -1,6 +1,7 @@
 """Counterfactual importance per sentence under each condition, and by category."""
 
 from anchorflow.counterfactual import importance_by_category, importance_table, load_embedder
+from anchorflow.intervention_tables import counterfactual_controls
 from anchorflow.io import read_json, write_csv, write_text, write_tsv
 from anchorflow.models import pick_device
 from anchorflow.plots import save_figure
@@ -38,3 +39,4 @@ write_text(snakemake.output.markdown, markdown_table(table))
 figure, data = counterfactual_figure(table)
 save_figure(figure, snakemake.output.png, snakemake.output.pdf)
 write_csv(snakemake.output.data, data)
+write_tsv(snakemake.output.controls, counterfactual_controls(per_sentence))

@@ -1,5 +1,7 @@
 """Mean o_proj input per head over reference traces (for mean ablation)."""
 
+import torch
+
 from anchorflow.generation import build_prompt
 from anchorflow.interventions import compute_head_means
 from anchorflow.io import write_npz
@@ -8,6 +10,7 @@ from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 model, tokenizer = load_model(params.model)
 records = [r for r in read_records(snakemake.input.records) if r["rollouts"] == params.rollouts]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from anchorflow.attention import sentence_attention, token_attentions
-from anchorflow.demo_model import build_demo_model, train_tokenizer
+from anchorflow.demo_model import build_demo_model, demo_tokenizer
 from anchorflow.models import encode_text, load_model
 from anchorflow.receivers import head_kurtosis, vertical_scores
 from anchorflow.sentences import sentence_record, token_spans
@@ -33,7 +33,7 @@ SMALL = dict(
     layers=3,
     heads=4,
     kv_heads=2,
-    hidden=32,
+    hidden=64,
     intermediate=48,
     vocab_size=600,
     planted_layer=1,
@@ -77,7 +77,7 @@ def test_planted_head_record(built: tuple[Path, dict]) -> None:
 def test_saved_tokenizer_matches_trained(built: tuple[Path, dict]) -> None:
     folder, _ = built
     _, loaded = load_model({"name": "d", "source": "demo", "path": str(folder), "dtype": "float32"})
-    trained = train_tokenizer(TEXTS, SMALL["vocab_size"])
+    trained = demo_tokenizer(TEXTS, SMALL["vocab_size"])
     for text in [*TEXTS, "naïve  spaces\n\nWait, 3.5% done!"]:
         ours = trained(text, return_offsets_mapping=True)
         theirs = loaded(text, return_offsets_mapping=True)

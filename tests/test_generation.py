@@ -16,6 +16,7 @@ from anchorflow.generation import (
     nucleus_probabilities,
     problem_items,
     select_problems,
+    sentence_span,
     shard,
 )
 from anchorflow.interventions import HeadIntervention, stable_seed
@@ -116,11 +117,30 @@ def test_select_problems_filters_and_counts():
             "selected", selected=SELECTED, accuracy_min=0.25, accuracy_max=0.75, n_problems=3
         )
     records = [
-        {"problem": 7, "problem_text": "Q", "gt_answer": "3"},
-        {"problem": 5, "problem_text": "R", "gt_answer": "9"},
-        {"problem": 7, "problem_text": "Q", "gt_answer": "3"},
+        _record(7, "incorrect", "Q", "3", ["Wrong."]),
+        _record(5, "correct", "R", "9", ["Nine."]),
+        _record(7, "correct", "Q", "3", ["Right."]),
     ]
-    assert [p["problem"] for p in select_problems("records", records=records)] == [5, 7]
+    chosen = select_problems("records", records=records, prefix="reasoning")
+    assert [(p["problem"], p["trace"], p["chunks"]) for p in chosen] == [
+        (5, "5_correct", ["Nine."]),
+        (7, "7_correct", ["Right."]),
+    ]
+    with pytest.raises(ValueError, match="needs problems.source 'records'"):
+        select_problems("selected", selected=SELECTED, prefix="reasoning")
+
+
+def _record(problem, correctness, text, answer, chunks, level=""):
+    return {
+        "rollouts": "r",
+        "trace": f"{problem}_{correctness}",
+        "problem": problem,
+        "correctness": correctness,
+        "problem_text": text,
+        "gt_answer": answer,
+        "level": level,
+        "chunks": chunks,
+    }
 
 
 def test_items_and_shards_partition_the_work():
@@ -138,7 +158,13 @@ def _params(paired: bool) -> dict:
         "seed": 0,
         "paired_seeds": paired,
         "prompt_format": "raw",
-        "problems": {"source": "records", "accuracy_min": 0, "accuracy_max": 1, "n_problems": None},
+        "problems": {
+            "source": "records",
+            "accuracy_min": 0,
+            "accuracy_max": 1,
+            "n_problems": None,
+            "prefix": "none",
+        },
         "experiment": {
             "samples_per_problem": 2,
             "traces": ["7_correct"],
@@ -148,16 +174,7 @@ def _params(paired: bool) -> dict:
     }
 
 
-RECORDS = [
-    {
-        "rollouts": "r",
-        "trace": "7_correct",
-        "problem": 7,
-        "problem_text": "Q",
-        "gt_answer": "3",
-        "chunks": ["One step.", "Two steps."],
-    }
-]
+RECORDS = [_record(7, "correct", "Q", "3", ["One step.", "Two steps."], "Level 2")]
 
 
 def test_experiment_items_paired_and_unpaired_seeds():
@@ -165,8 +182,28 @@ def test_experiment_items_paired_and_unpaired_seeds():
     unpaired = [experiment_items("ablation", _params(False), c, None, RECORDS) for c in "ab"]
     assert [i.seed for i in paired[0]] == [i.seed for i in paired[1]]
     assert not {i.seed for i in unpaired[0]} & {i.seed for i in unpaired[1]}
-    assert paired[0][0].meta == {"problem": 7, "sample": 0, "gt_answer": "3"}
+    assert paired[0][0].meta == {"problem": 7, "sample": 0, "gt_answer": "3", "level": "Level 2"}
     assert paired[0][0].prompt == build_prompt("Q", "raw")
+
+
+def test_reasoning_prefix_and_patch_spans():
+    params = _params(True)
+    params["problems"]["prefix"] = "reasoning"
+    items = experiment_items("ablation", params, "a", None, RECORDS)
+    assert items[0].prompt == build_prompt("Q", "raw") + "One step. Two steps."
+    spec = {"sentences": {"7_correct": 1}}
+    patched = experiment_items(
+        "patching", _params(True), "anchor", None, RECORDS, condition_spec=spec
+    )
+    start, end = patched[0].meta["patch_span"]
+    assert patched[0].prompt[start:end] == "Two steps."
+    assert patched[0].prompt == items[0].prompt
+    unpatched = experiment_items(
+        "patching", _params(True), "baseline", None, RECORDS, condition_spec={}
+    )
+    assert "patch_span" not in unpatched[0].meta
+    assert sentence_span("P: ", ["A.", "Bb.", "C."], 0) == (3, 5)
+    assert sentence_span("P: ", ["A.", "Bb.", "C."], 2) == (10, 12)
 
 
 def test_experiment_items_counterfactual_prefixes():

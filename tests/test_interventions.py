@@ -18,6 +18,7 @@ from anchorflow.interventions import (
     apply_interventions,
     build_conditions,
     compute_head_means,
+    condition_groups,
     condition_names,
     draw_matched_heads,
     head_geometry,
@@ -195,9 +196,16 @@ def test_random_heads_are_matched_by_layer_and_exclude_receivers():
 
 SECTION = {
     "seed": 3,
-    "amplification": {"enabled": True, "head_set_sizes": [1, 2], "scales": [0, 1.0, 1.5]},
+    "receiver_heads": {"exclude_from_random": None},
+    "amplification": {
+        "enabled": True,
+        "head_set_sizes": [1, 2],
+        "scales": [0, 1.0, 1.5],
+        "n_random_draws": 2,
+    },
     "ablation": {"enabled": True, "op": "zero", "max_heads": 2, "n_random_draws": 3},
     "counterfactual": {"enabled": True, "op": "mean", "n_heads": 1, "n_random_draws": 1},
+    "patching": {"enabled": False},
 }
 
 
@@ -218,6 +226,52 @@ def test_conditions_resolve_every_named_condition():
         assert [layer for layer, _ in heads] == [1, 0]
         assert not {tuple(h) for h in heads} & {(1, 0), (0, 2)}
     assert resolved["counterfactual"]["top1_mean"]["interventions"][0]["op"] == "mean"
+    for draw in range(2):
+        at_scales = {
+            tuple(map(tuple, amp[f"random2_x{s:g}_draw{draw}"]["heads"])) for s in (0, 1, 1.5)
+        }
+        assert len(at_scales) == 1  # one head set per draw, at every scale
+        assert (
+            amp[f"random1_x1.5_draw{draw}"]["heads"] == amp[f"random2_x1.5_draw{draw}"]["heads"][:1]
+        )
+        assert amp[f"random2_x1.5_draw{draw}"]["interventions"][0]["value"] == 1.5
+
+
+def test_random_pool_excludes_the_whole_receiver_set():
+    """Only the top receiver head is targeted, but no draw may contain any receiver head."""
+    section = {
+        **SECTION,
+        "amplification": {**SECTION["amplification"], "head_set_sizes": [1], "n_random_draws": 30},
+        "ablation": {**SECTION["ablation"], "max_heads": 1, "n_random_draws": 30},
+        "counterfactual": {**SECTION["counterfactual"], "n_random_draws": 30},
+    }
+    receivers = [(1, 0), (0, 2), (1, 1), (1, 2)]
+    resolved = build_conditions(section, receivers, n_layers=2, n_heads=5)
+    drawn = {
+        tuple(head)
+        for conditions in resolved.values()
+        for spec in conditions.values()
+        if spec["kind"] == "random"
+        for head in spec["heads"]
+    }
+    assert drawn == {(1, 3), (1, 4)}
+    limited = {**section, "receiver_heads": {"exclude_from_random": 2}}
+    resolved = build_conditions(limited, receivers, n_layers=2, n_heads=5)
+    drawn = {
+        tuple(h)
+        for spec in resolved["ablation"].values()
+        for h in spec["heads"]
+        if spec["kind"] == "random"
+    }
+    assert drawn == {(1, 1), (1, 2), (1, 3), (1, 4)}
+
+
+def test_condition_groups_partition_in_order():
+    names = [f"c{i}" for i in range(7)]
+    assert condition_groups(names, 3) == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c6"]]
+    assert condition_groups(names, 64) == [names]
+    with pytest.raises(ValueError):
+        condition_groups(names, 0)
 
 
 # A "successor" model: the residual stream is (almost) the token embedding and lm_head maps the

@@ -25,7 +25,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         layers=2,
         heads=2,
         kv_heads=1,
-        hidden=16,
+        hidden=64,
         intermediate=32,
         vocab_size=400,
         planted_layer=1,

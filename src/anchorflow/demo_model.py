@@ -3,22 +3,30 @@
 The tokenizer is a byte-level BPE trained with ``tokenizers`` on the demo texts (offsets kept,
 BOS prepended by the post-processor). The model is randomly initialised with small weights,
 so every head attends almost uniformly, except the planted head (layer ``planted_layer``,
-head ``planted_head``), which is wired to attend to the first token of sentence-initial
-marker words ("Wait", "Alternatively"):
+head ``planted_head``). Reserved residual dimensions, which no other weight writes to (their
+rows of every ``o_proj`` and ``down_proj`` are zero), carry three circuits:
 
-- the marker tokens' embeddings carry a large value on a reserved residual dimension (the
-  last one), which no other weight writes to (its rows of every ``o_proj`` and
-  ``down_proj`` are zero) and every other token leaves at zero;
-- the planted head's key projection reads that dimension into the lowest-frequency RoPE pair
-  (nearly position-independent over the demo's lengths) of its KV head;
-- the planted head's query is a constant (the ``q_proj`` bias) on that pair.
+- **Receiver.** Marker words ("Wait", "Alternatively") and the ten number words ("zero" ..
+  "nine") set reserved flags; the planted head's key reads them into the lowest-frequency RoPE
+  pair (nearly position-independent) and its query is a constant on that pair, so its logit is
+  ``marker_logit`` on markers, ``answer_logit`` on number words and 0 elsewhere: vertical
+  stripes at those sentences, a receiver head.
+- **Copy.** A number word ``w`` sets digit dimension ``D[w]``; the planted head's value reads
+  the digit dimensions and its ``o_proj`` columns write them back, scaled by ``copy_gain``. The
+  untied ``lm_head`` reads ``D[d]`` into the logit of the digit token ``d``. So the digit of
+  the number word the head attends to is written at every later position.
+- **Answer format.** A chain of next-token states: after a sentence-final ``.`` the model writes
+  `` </think> \\boxed{``, then a digit (the copied one, else the default digit 0), then ``}``,
+  then EOS.
 
-Its logit is ``marker_logit`` on marker keys and 0 elsewhere, so the head's sentence
-attention has a strong vertical stripe at every marker sentence: a receiver head.
+A trace whose anchor sentence states the result as a number word ("... seven marbles remain.")
+is therefore answered through the planted head alone: zeroing it leaves the default ``0``,
+amplifying it lets the copied digit outvote the format chain (a repeated digit, no box).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,10 @@ from anchorflow.io import write_json
 
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
 MARKER_WORDS = ("Wait", "Alternatively")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ANSWER_CUE = " </think> \\boxed{"
+SENTENCE_END = "."
+DEFAULT_WEIGHT = 0.25  # the default digit 0 after the cue, relative to the format gain
 # The Qwen2 pre-tokenisation split (transformers' Qwen2Tokenizer re-applies it on load).
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -101,6 +113,44 @@ def marker_token_ids(tokenizer: PreTrainedTokenizerFast, words: tuple[str, ...])
     return sorted(set(ids))
 
 
+def demo_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """The demo tokenizer: trained on ``texts`` plus one line of the number words, so that
+    each number word is a token."""
+    return train_tokenizer([*texts, " ".join(NUMBER_WORDS * 8)], vocab_size)
+
+
+def number_word_ids(tokenizer: PreTrainedTokenizerFast, words: tuple[str, ...]) -> list[int]:
+    """The token id of each number word after a space (``" seven"``), in digit order.
+
+    Raises when one is not a whole token."""
+    ids = []
+    for word in words:
+        encoded = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise ValueError(f"number word {word!r} is not a single token of the demo tokenizer")
+        ids.append(encoded[0])
+    return ids
+
+
+def answer_chain(tokenizer: PreTrainedTokenizerFast) -> tuple[list[int], list[int], int, int]:
+    """Token ids of the answer format: ``(cue, digits, close, eos)``; the cue follows a
+    sentence-final ``.`` and ``digits[d]`` is the token of digit ``d``."""
+    cue = tokenizer(SENTENCE_END + ANSWER_CUE, add_special_tokens=False)["input_ids"]
+    end = tokenizer(SENTENCE_END, add_special_tokens=False)["input_ids"]
+    if len(end) != 1 or cue[:1] != end:
+        raise ValueError(f"{SENTENCE_END!r} must be one token and begin the answer cue")
+    digits = []
+    for digit in range(10):
+        encoded = tokenizer(str(digit), add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise ValueError(f"digit {digit} is not a single token")
+        digits.append(encoded[0])
+    close = tokenizer("}", add_special_tokens=False)["input_ids"]
+    if len(close) != 1:
+        raise ValueError("'}' is not a single token")
+    return cue, digits, close[0], tokenizer.eos_token_id
+
+
 def build_demo_model(
     out_dir: str | Path,
     texts: list[str],
@@ -117,11 +167,15 @@ def build_demo_model(
     planted_head: int = 1,
     marker_words: tuple[str, ...] = MARKER_WORDS,
     marker_logit: float = 10.0,
+    answer_logit: float = 16.0,
+    copy_gain: float = 0.4,
+    format_gain: float = 3.0,
 ) -> dict[str, Any]:
     """Build and save the demo model + tokenizer + ``planted_head.json`` in ``out_dir``.
 
-    Deterministic from ``seed`` (byte-identical files on rebuild). Returns the planted-head
-    record ``{"layer", "head", "marker_tokens", ...}``.
+    The tokenizer is trained on ``texts`` plus one line of the number words (so each is a
+    token). Deterministic from ``seed`` (byte-identical files on rebuild). Returns the
+    planted-head record ``{"layer", "head", "marker_tokens", ...}``.
     """
     if not 1 <= planted_layer < layers:
         raise ValueError(f"planted_layer must be in [1, {layers}), got {planted_layer}")
@@ -129,8 +183,17 @@ def build_demo_model(
         raise ValueError(f"planted_head must be in [0, {heads}), got {planted_head}")
     if heads % kv_heads or hidden % heads:
         raise ValueError("heads must be a multiple of kv_heads and hidden a multiple of heads")
-    tokenizer = train_tokenizer(texts, vocab_size)
+    if hidden // heads < len(NUMBER_WORDS) + 2:
+        raise ValueError(
+            f"head dimension {hidden // heads} is too small for the copy circuit "
+            f"(needs {len(NUMBER_WORDS) + 2}); raise hidden or lower heads"
+        )
+    if not texts:
+        raise ValueError("cannot train the demo tokenizer on an empty list of texts")
+    tokenizer = demo_tokenizer(texts, vocab_size)
     markers = marker_token_ids(tokenizer, tuple(marker_words))
+    numbers = number_word_ids(tokenizer, NUMBER_WORDS)
+    cue, digits, close, eos = answer_chain(tokenizer)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -140,14 +203,24 @@ def build_demo_model(
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
         rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).eval()
-    _plant_receiver_head(model, markers, planted_layer, planted_head, marker_logit)
+    circuit = PlantedCircuit(
+        layer=planted_layer,
+        head=planted_head,
+        markers=markers,
+        numbers=numbers,
+        cue=cue,
+        digits=digits,
+        close=close,
+        eos=eos,
+    )
+    _plant(model, circuit, marker_logit, answer_logit, copy_gain, format_gain)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -158,39 +231,98 @@ def build_demo_model(
         "marker_words": list(marker_words),
         "marker_tokens": [tokenizer.convert_ids_to_tokens(i) for i in markers],
         "marker_logit": marker_logit,
+        "number_tokens": [tokenizer.convert_ids_to_tokens(i) for i in numbers],
+        "answer_logit": answer_logit,
+        "answer_cue": tokenizer.convert_ids_to_tokens(cue),
+        "copy_gain": copy_gain,
+        "format_gain": format_gain,
         "seed": seed,
     }
     write_json(out / "planted_head.json", planted)
     return planted
 
 
+@dataclass(frozen=True)
+class PlantedCircuit:
+    """Where the planted head sits and the token ids its three circuits use."""
+
+    layer: int
+    head: int
+    markers: list[int]
+    numbers: list[int]
+    cue: list[int]
+    digits: list[int]
+    close: int
+    eos: int
+
+
 @torch.no_grad()
-def _plant_receiver_head(
-    model: Qwen2ForCausalLM, markers: list[int], layer: int, head: int, marker_logit: float
+def _plant(
+    model: Qwen2ForCausalLM,
+    circuit: PlantedCircuit,
+    marker_logit: float,
+    answer_logit: float,
+    copy_gain: float,
+    format_gain: float,
 ) -> None:
-    """Wire ``(layer, head)`` to attend to ``markers`` through the last residual dimension."""
+    """Wire the receiver, copy and answer-format circuits on the reserved residual dimensions.
+
+    Layout of the last dimensions: ``[..., states, digits (10), marker]``; a state dimension
+    per format transition (``.`` -> cue[1], ..., the last cue token -> the default digit at
+    ``DEFAULT_WEIGHT`` of the gain, any digit -> ``}``, ``}`` -> EOS).
+    """
     config = model.config
-    head_dim = config.hidden_size // config.num_attention_heads
-    kv_head = head // (config.num_attention_heads // config.num_key_value_heads)
-    reserved = config.hidden_size - 1
+    hidden, n_heads = config.hidden_size, config.num_attention_heads
+    head_dim = hidden // n_heads
+    kv_head = circuit.head // (n_heads // config.num_key_value_heads)
+    n_digits = len(circuit.digits)
+    marker_dim = hidden - 1
+    digit_dims = list(range(hidden - 1 - n_digits, hidden - 1))
+    transitions = [([circuit.cue[i]], circuit.cue[i + 1]) for i in range(len(circuit.cue) - 1)]
+    transitions += [([circuit.cue[-1]], circuit.digits[0])]
+    transitions += [(circuit.digits, circuit.close), ([circuit.close], circuit.eos)]
+    first_state = digit_dims[0] - len(transitions)
+    if first_state < hidden // 2:
+        raise ValueError(f"hidden size {hidden} leaves too few free dimensions for the circuits")
+    reserved = list(range(first_state, hidden))
+
     embedding = model.model.embed_tokens.weight
+    unembedding = model.lm_head.weight
     embedding[:, reserved] = 0.0
-    embedding[markers, reserved] = 1.0
+    unembedding[:, reserved] = 0.0
     for block in model.model.layers:
         block.self_attn.o_proj.weight[reserved, :] = 0.0
         block.mlp.down_proj.weight[reserved, :] = 0.0
-    attention = model.model.layers[layer].self_attn
+    embedding[circuit.markers, marker_dim] = 1.0
+    for digit, token in enumerate(circuit.numbers):
+        embedding[token, digit_dims[digit]] = 1.0
+    for digit, token in enumerate(circuit.digits):
+        unembedding[token, digit_dims[digit]] = format_gain
+    for state, (sources, target) in enumerate(transitions):
+        embedding[sources, first_state + state] = 1.0
+        default = target == circuit.digits[0] and sources == [circuit.cue[-1]]
+        unembedding[target, first_state + state] = format_gain * (DEFAULT_WEIGHT if default else 1)
+
+    attention = model.model.layers[circuit.layer].self_attn
+    # Receiver: the lowest-frequency RoPE pair of the head's KV head reads the flags. After
+    # RMSNorm a flagged coordinate is ~sqrt(hidden); the logit on a marker is
+    # q_bias * sqrt(hidden) * head_dim**-0.5 on both rows of the pair.
     rows = [head_dim // 2 - 1, head_dim - 1]
-    query = slice(head * head_dim, (head + 1) * head_dim)
+    query = slice(circuit.head * head_dim, (circuit.head + 1) * head_dim)
     attention.q_proj.weight[query, :] = 0.0
     attention.q_proj.bias[query] = 0.0
-    key_rows = [kv_head * head_dim + row for row in rows]
-    attention.k_proj.weight[key_rows, :] = 0.0
-    attention.k_proj.bias[key_rows] = 0.0
-    # After RMSNorm a marker's reserved coordinate is ~sqrt(hidden); the logit is
-    # q_bias * k_weight * sqrt(hidden) * head_dim**-0.5 on both rows of the RoPE pair.
-    key_gain = 1.0
-    query_bias = marker_logit * head_dim**0.5 / (2 * key_gain * config.hidden_size**0.5)
-    for row, key_row in zip(rows, key_rows, strict=True):
-        attention.k_proj.weight[key_row, reserved] = key_gain
-        attention.q_proj.bias[head * head_dim + row] = query_bias
+    query_bias = marker_logit * head_dim**0.5 / (2 * hidden**0.5)
+    for row in rows:
+        key_row = kv_head * head_dim + row
+        attention.k_proj.weight[key_row, :] = 0.0
+        attention.k_proj.bias[key_row] = 0.0
+        attention.k_proj.weight[key_row, marker_dim] = 1.0
+        attention.k_proj.weight[key_row, digit_dims] = answer_logit / marker_logit
+        attention.q_proj.bias[circuit.head * head_dim + row] = query_bias
+    # Copy: value slot d reads digit dimension d; the head's o_proj columns write it back.
+    for digit, dim in enumerate(digit_dims):
+        value_row = kv_head * head_dim + digit
+        attention.v_proj.weight[value_row, :] = 0.0
+        attention.v_proj.bias[value_row] = 0.0
+        attention.v_proj.weight[value_row, dim] = 1.0
+        attention.o_proj.weight[dim, circuit.head * head_dim + digit] = copy_gain / hidden**0.5

@@ -10,6 +10,7 @@ not on which other prompts share its batch. Left padding and the KV cache are th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from anchorflow.interventions import HeadIntervention, apply_interventions, stable_seed
+from anchorflow.patching import ResidualPatch, apply_residual_patch, sentence_token_mask
 
 PAPER_PROMPT = (
     "Solve this math problem step by step. You MUST put your final answer in \\boxed{{}}. "
@@ -132,9 +134,13 @@ def generate_batch(
     items: Sequence[GenerationItem],
     settings: SamplingSettings,
     add_special_tokens: bool = True,
+    patch: ResidualPatch | None = None,
 ) -> list[dict[str, Any]]:
     """Complete one left-padded batch; per row: text (up to the stop token), token count
-    (including the stop token), whether a stop token was produced."""
+    (including the stop token), whether a stop token was produced.
+
+    ``patch``: patch each item's ``meta["patch_span"]`` (characters of its prompt) at prefill.
+    """
     stops = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     encoded = tokenizer(
@@ -143,7 +149,16 @@ def generate_batch(
         padding=True,
         padding_side="left",
         add_special_tokens=add_special_tokens,
-    ).to(model.device)
+        return_offsets_mapping=patch is not None,
+    )
+    patching: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if patch is not None:
+        offsets = encoded.pop("offset_mapping")
+        spans = [item.meta.get("patch_span") for item in items]
+        mask = sentence_token_mask(offsets, encoded["attention_mask"], spans)
+        seeds = [stable_seed(item.seed, "patch") for item in items]
+        patching = apply_residual_patch(model, patch, mask, encoded["attention_mask"], seeds)
+    encoded = encoded.to(model.device)
     config = GenerationConfig(
         do_sample=False,
         max_new_tokens=settings.max_new_tokens,
@@ -156,12 +171,13 @@ def generate_batch(
         processors.append(
             PerRowSampler([item.seed for item in items], settings.temperature, settings.top_p)
         )
-    output = model.generate(
-        input_ids=encoded["input_ids"],
-        attention_mask=encoded["attention_mask"],
-        generation_config=config,
-        logits_processor=processors,
-    )
+    with patching:
+        output = model.generate(
+            input_ids=encoded["input_ids"],
+            attention_mask=encoded["attention_mask"],
+            generation_config=config,
+            logits_processor=processors,
+        )
     new_tokens = output[:, encoded["input_ids"].shape[1] :].cpu().numpy()
     rows = []
     for tokens in new_tokens:
@@ -181,8 +197,10 @@ def generate(
     interventions: Sequence[HeadIntervention] = (),
     head_means: np.ndarray | None = None,
     add_special_tokens: bool = True,
+    patch: ResidualPatch | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate every item in batches of ``settings.batch_size`` under the interventions.
+    """Generate every item in batches of ``settings.batch_size`` under the interventions
+    (and the residual ``patch`` of each item's ``patch_span``, when given).
 
     Each output row carries ``item_id``, ``seed``, the batch index and the batch composition
     (``batch_items``) next to the fields of :func:`generate_batch`.
@@ -191,7 +209,7 @@ def generate(
     batches = list(_batches(items, settings.batch_size))
     with apply_interventions(model, interventions, head_means):
         for index, batch in enumerate(tqdm(batches, desc="generate", unit="batch")):
-            outputs = generate_batch(model, tokenizer, batch, settings, add_special_tokens)
+            outputs = generate_batch(model, tokenizer, batch, settings, add_special_tokens, patch)
             composition = [item.item_id for item in batch]
             for item, output in zip(batch, outputs, strict=True):
                 rows.append(
@@ -214,9 +232,43 @@ def shard(items: Sequence[Any], index: int, n_shards: int) -> list[Any]:
     return list(items[index::n_shards])
 
 
-def default_device() -> torch.device:
-    """CUDA when present, CPU otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def prefix_text(chunks: Sequence[str], k: int) -> str:
+    """Sentences ``0..k-1`` joined with single spaces (the dataset's resampling prefix,
+    without the reference's ``str.replace`` bug that removed repeated sentences)."""
+    if not 0 <= k <= len(chunks):
+        raise ValueError(f"prefix of {k} sentences requested from {len(chunks)}")
+    return " ".join(chunks[:k])
+
+
+def sentence_span(base_prompt: str, chunks: Sequence[str], index: int) -> tuple[int, int]:
+    """Characters ``[start, end)`` of sentence ``index`` in ``base_prompt + prefix_text(chunks,
+    len(chunks))``."""
+    if not 0 <= index < len(chunks):
+        raise ValueError(f"sentence {index} outside the {len(chunks)} sentences of the prefix")
+    start = len(base_prompt) + len(prefix_text(chunks, index)) + (1 if index else 0)
+    return start, start + len(chunks[index])
+
+
+PROBLEM_PREFIXES = ("none", "reasoning")
+
+
+def _record_problems(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per problem with a gold answer, sorted by id; its trace is the correct one
+    when the problem has one (so a reasoning prefix reaches the gold answer)."""
+    by_id: dict[int, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: (int(r["problem"]), r["correctness"] != "correct")):
+        by_id.setdefault(
+            int(record["problem"]),
+            {
+                "problem": int(record["problem"]),
+                "problem_text": record["problem_text"],
+                "gt_answer": record["gt_answer"],
+                "level": record.get("level", ""),
+                "trace": record["trace"],
+                "chunks": list(record["chunks"]),
+            },
+        )
+    return [by_id[key] for key in sorted(by_id) if by_id[key]["gt_answer"]]
 
 
 def select_problems(
@@ -226,32 +278,30 @@ def select_problems(
     accuracy_min: float = 0.0,
     accuracy_max: float = 1.0,
     n_problems: int | None = None,
+    prefix: str = "none",
 ) -> list[dict[str, Any]]:
-    """The problems of an accuracy experiment as ``{problem, problem_text, gt_answer}``.
+    """The problems of an accuracy experiment as ``{problem, problem_text, gt_answer, level}``
+    (records also give ``trace`` and ``chunks``).
 
-    ``records``: trace records (one entry per distinct problem, sorted by id);
-    ``selected``: the ``selected_problems.json`` list, filtered to
+    ``records``: trace records (one entry per distinct problem, sorted by id, the correct trace
+    preferred); ``selected``: the ``selected_problems.json`` list, filtered to
     ``accuracy_min <= accuracy <= accuracy_max`` with a gold answer, in list order.
-    The first ``n_problems`` are kept; fewer than asked is an error.
+    ``prefix="reasoning"`` needs the records' sentences. The first ``n_problems`` are kept;
+    fewer than asked is an error.
     """
+    if prefix not in PROBLEM_PREFIXES:
+        raise ValueError(f"unknown problem prefix {prefix!r}; expected one of {PROBLEM_PREFIXES}")
     if source == "records":
-        by_id: dict[int, dict[str, Any]] = {}
-        for record in records:
-            by_id.setdefault(
-                int(record["problem"]),
-                {
-                    "problem": int(record["problem"]),
-                    "problem_text": record["problem_text"],
-                    "gt_answer": record["gt_answer"],
-                },
-            )
-        problems = [by_id[key] for key in sorted(by_id) if by_id[key]["gt_answer"]]
+        problems = _record_problems(records)
     elif source == "selected":
+        if prefix != "none":
+            raise ValueError("a reasoning prefix needs problems.source 'records' (their traces)")
         problems = [
             {
                 "problem": int(entry["problem_idx"].removeprefix("problem_")),
                 "problem_text": entry["problem"],
                 "gt_answer": entry["gt_answer"],
+                "level": entry.get("level", ""),
             }
             for entry in selected
             if entry.get("gt_answer") and accuracy_min <= entry["accuracy"] <= accuracy_max
@@ -267,22 +317,41 @@ def select_problems(
     return problems
 
 
+def problem_prompt(
+    problem: Mapping[str, Any], prompt_format: str, tokenizer: Any, prefix: str
+) -> str:
+    """The prompt of a problem, followed by its trace's sentences when ``prefix`` is
+    ``reasoning`` (the model then only has to close its thinking and answer)."""
+    base = build_prompt(problem["problem_text"], prompt_format, tokenizer)
+    if prefix == "reasoning":
+        return base + prefix_text(problem["chunks"], len(problem["chunks"]))
+    return base
+
+
 def problem_items(
     problems: Sequence[dict[str, Any]],
     prompts: Sequence[str],
     samples_per_problem: int,
     seed_parts: Sequence[Any],
+    patch_spans: Sequence[tuple[int, int] | None] | None = None,
 ) -> list[GenerationItem]:
     """``samples_per_problem`` items per problem, id ``"{problem}/{sample}"``, seeded by
-    ``stable_seed(*seed_parts, problem, sample)``."""
+    ``stable_seed(*seed_parts, problem, sample)``; ``patch_spans``: one per problem."""
+    spans = patch_spans if patch_spans is not None else [None] * len(problems)
     return [
         GenerationItem(
             f"{problem['problem']}/{sample}",
             prompt,
             stable_seed(*seed_parts, problem["problem"], sample),
-            {"problem": problem["problem"], "sample": sample, "gt_answer": problem["gt_answer"]},
+            {
+                "problem": problem["problem"],
+                "sample": sample,
+                "gt_answer": problem["gt_answer"],
+                "level": problem.get("level", ""),
+                **({"patch_span": list(span)} if span is not None else {}),
+            },
         )
-        for problem, prompt in zip(problems, prompts, strict=True)
+        for problem, prompt, span in zip(problems, prompts, spans, strict=True)
         for sample in range(samples_per_problem)
     ]
 
@@ -295,12 +364,14 @@ def experiment_items(
     records: Sequence[dict[str, Any]] = (),
     selected: Sequence[dict[str, Any]] = (),
     rollouts: str | None = None,
+    condition_spec: Mapping[str, Any] | None = None,
 ) -> list[GenerationItem]:
     """Every item of one (experiment, condition), before sharding.
 
     ``params``: the generation params of the rule (shared decoding keys, ``problems`` and the
-    experiment's own section). Accuracy experiments sample problems; ``counterfactual``
-    resamples every sentence prefix of the configured traces of ``rollouts``.
+    experiment's own section). Accuracy experiments sample problems; ``patching`` samples them
+    with the condition's sentence (``condition_spec["sentences"][trace]``) marked for the
+    patch; ``counterfactual`` resamples every sentence prefix of the configured traces.
     """
     settings = params["experiment"]
     seed_parts = (params["seed"], experiment) + (() if params["paired_seeds"] else (condition,))
@@ -329,15 +400,30 @@ def experiment_items(
             )
         return items
     problem_settings = params["problems"]
+    prefix = "reasoning" if experiment == "patching" else problem_settings["prefix"]
     problems = select_problems(
         problem_settings["source"],
-        records,
+        [record for record in records if rollouts is None or record["rollouts"] == rollouts],
         selected,
         problem_settings["accuracy_min"],
         problem_settings["accuracy_max"],
         problem_settings["n_problems"],
+        prefix,
     )
     prompts = [
-        build_prompt(p["problem_text"], params["prompt_format"], tokenizer) for p in problems
+        problem_prompt(problem, params["prompt_format"], tokenizer, prefix) for problem in problems
     ]
-    return problem_items(problems, prompts, settings["samples_per_problem"], seed_parts)
+    spans = None
+    if experiment == "patching":
+        sentences = (condition_spec or {}).get("sentences", {})
+        spans = [
+            sentence_span(
+                build_prompt(problem["problem_text"], params["prompt_format"], tokenizer),
+                problem["chunks"],
+                sentences[problem["trace"]],
+            )
+            if problem["trace"] in sentences
+            else None
+            for problem in problems
+        ]
+    return problem_items(problems, prompts, settings["samples_per_problem"], seed_parts, spans)

@@ -251,7 +251,7 @@ def heads_to_interventions(
     return [HeadIntervention(int(layer), int(head), op, value) for layer, head in heads]
 
 
-EXPERIMENTS = ("amplification", "ablation", "counterfactual")
+EXPERIMENTS = ("amplification", "ablation", "counterfactual", "patching")
 
 
 def _ablation_names(op: str, max_heads: int, n_draws: int) -> list[str]:
@@ -265,10 +265,14 @@ def condition_names(section: Mapping[str, Any]) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     amplification = section["amplification"]
     if amplification["enabled"]:
-        names["amplification"] = ["baseline"] + [
-            f"top{k}_x{scale:g}"
-            for k in amplification["head_set_sizes"]
-            for scale in amplification["scales"]
+        pairs = [
+            (k, scale) for k in amplification["head_set_sizes"] for scale in amplification["scales"]
+        ]
+        names["amplification"] = ["baseline"] + [f"top{k}_x{scale:g}" for k, scale in pairs]
+        names["amplification"] += [
+            f"random{k}_x{scale:g}_draw{d}"
+            for d in range(amplification["n_random_draws"])
+            for k, scale in pairs
         ]
     ablation = section["ablation"]
     if ablation["enabled"]:
@@ -281,7 +285,19 @@ def condition_names(section: Mapping[str, Any]) -> dict[str, list[str]]:
         names["counterfactual"] = ["baseline", f"top{k}_{op}"] + [
             f"random{k}_{op}_draw{d}" for d in range(counterfactual["n_random_draws"])
         ]
+    patching = section["patching"]
+    if patching["enabled"]:
+        names["patching"] = ["baseline", "anchor"] + [
+            f"control_draw{d}" for d in range(patching["n_random_draws"])
+        ]
     return names
+
+
+def condition_groups(names: Sequence[str], per_job: int) -> list[list[str]]:
+    """Consecutive groups of at most ``per_job`` condition names (one generation job each)."""
+    if per_job < 1:
+        raise ValueError(f"conditions per job must be positive, got {per_job}")
+    return [list(names[start : start + per_job]) for start in range(0, len(names), per_job)]
 
 
 def _condition(
@@ -296,16 +312,45 @@ def _condition(
     }
 
 
+def random_pool_exclusions(
+    receivers: Sequence[tuple[int, int]], targets: Sequence[tuple[int, int]], exclude_top: int
+) -> list[tuple[int, int]]:
+    """Heads no random draw may contain: the top ``exclude_top`` receiver heads (the receiver
+    set) and every targeted head."""
+    return sorted(set(receivers[:exclude_top]) | set(targets))
+
+
+def _random_draws(
+    section: Mapping[str, Any],
+    experiment: str,
+    receivers: Sequence[tuple[int, int]],
+    targets: Sequence[tuple[int, int]],
+    n_heads: int,
+    n_draws: int,
+) -> list[tuple[int, list[tuple[int, int]]]]:
+    """``[(seed, heads)]`` per draw: layer-matched to ``targets``, outside the receiver set."""
+    excluded = random_pool_exclusions(
+        receivers, targets, section["receiver_heads"]["exclude_from_random"]
+    )
+    draws = []
+    for draw in range(n_draws):
+        seed = stable_seed(section["seed"], "random_heads", experiment, draw)
+        draws.append((seed, draw_matched_heads(targets, n_heads, excluded, seed)))
+    return draws
+
+
 def build_conditions(
     section: Mapping[str, Any], receivers: Sequence[tuple[int, int]], n_layers: int, n_heads: int
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Resolve every condition to its heads and intervention specs.
+    """Resolve every head condition to its heads and intervention specs.
 
     ``receivers``: rank-ordered ``(layer, head)`` receiver heads. Random heads are matched to
-    the targeted receiver heads' layers, exclude the experiment's targeted receiver heads, are
-    drawn once per draw for the largest set (so smaller sets are nested prefixes) and are
-    recorded with their seed. Returns ``{experiment: {condition: {kind, heads, interventions,
-    ...}}}`` with keys matching :func:`condition_names`.
+    the targeted receiver heads' layers, exclude the top ``receiver_heads.exclude_from_random``
+    receiver heads (and the targets), are drawn once per draw for the largest set (so smaller
+    sets are nested prefixes, and every amplification scale of a draw uses the same heads) and
+    are recorded with their seed. Returns ``{experiment: {condition: {kind, heads,
+    interventions, ...}}}`` with keys matching :func:`condition_names` (patching excepted: see
+    :func:`anchorflow.patching.patching_conditions`).
     """
     for layer, head in receivers:
         if not (0 <= layer < n_layers and 0 <= head < n_heads):
@@ -313,12 +358,22 @@ def build_conditions(
     resolved: dict[str, dict[str, dict[str, Any]]] = {}
     amplification = section["amplification"]
     if amplification["enabled"]:
+        targets = top_heads(receivers, max(amplification["head_set_sizes"]))
+        draws = _random_draws(
+            section, "amplification", receivers, targets, n_heads, amplification["n_random_draws"]
+        )
         conditions = {"baseline": _condition("baseline", [], "scale", None)}
-        for k in amplification["head_set_sizes"]:
-            for scale in amplification["scales"]:
-                heads = top_heads(receivers, k)
-                conditions[f"top{k}_x{scale:g}"] = _condition(
-                    "receivers", heads, "scale", float(scale), k=k, scale=float(scale)
+        pairs = [
+            (k, float(s)) for k in amplification["head_set_sizes"] for s in amplification["scales"]
+        ]
+        for k, scale in pairs:
+            conditions[f"top{k}_x{scale:g}"] = _condition(
+                "receivers", targets[:k], "scale", scale, k=k, scale=scale
+            )
+        for draw, (seed, drawn) in enumerate(draws):
+            for k, scale in pairs:
+                conditions[f"random{k}_x{scale:g}_draw{draw}"] = _condition(
+                    "random", drawn[:k], "scale", scale, k=k, scale=scale, draw=draw, draw_seed=seed
                 )
         resolved["amplification"] = conditions
     for experiment in ("ablation", "counterfactual"):
@@ -332,12 +387,13 @@ def build_conditions(
             else [settings["n_heads"]]
         )
         targets = top_heads(receivers, max(sizes))
+        draws = _random_draws(
+            section, experiment, receivers, targets, n_heads, settings["n_random_draws"]
+        )
         conditions = {"baseline": _condition("baseline", [], op, None)}
         for k in sizes:
             conditions[f"top{k}_{op}"] = _condition("receivers", targets[:k], op, None, k=k)
-        for draw in range(settings["n_random_draws"]):
-            seed = stable_seed(section["seed"], "random_heads", experiment, draw)
-            drawn = draw_matched_heads(targets, n_heads, targets, seed)
+        for draw, (seed, drawn) in enumerate(draws):
             for k in sizes:
                 conditions[f"random{k}_{op}_draw{draw}"] = _condition(
                     "random", drawn[:k], op, None, k=k, draw=draw, draw_seed=seed

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 BOXED_COMMANDS = ("\\boxed", "\\fbox")
@@ -211,101 +212,50 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def score_rows(rows: Iterable[Mapping[str, Any]], extractor: str) -> list[dict[str, Any]]:
-    """Generation rows (``text``, ``gt_answer``, ...) with the :func:`score_text` fields added
-    and ``text`` dropped."""
-    return [
-        {
-            **{key: value for key, value in row.items() if key != "text"},
-            **score_text(row["text"], row["gt_answer"], extractor),
-        }
-        for row in rows
-    ]
-
-
-def _heads_label(heads: Sequence[Sequence[int]]) -> str:
-    return " ".join(f"L{layer}H{head}" for layer, head in heads)
-
-
-def amplification_table(
-    accuracy: pd.DataFrame, conditions: Mapping[str, Mapping[str, Any]]
-) -> pd.DataFrame:
-    """Accuracy per (head-set size, scale); the baseline row has ``k = 0`` and scale 1."""
-    frame = accuracy.copy()
-    frame.insert(1, "k", [int(conditions[c].get("k", 0)) for c in frame["condition"]])
-    frame.insert(2, "scale", [float(conditions[c].get("scale", 1.0)) for c in frame["condition"]])
-    frame["heads"] = [_heads_label(conditions[c]["heads"]) for c in frame["condition"]]
-    return frame.sort_values(["k", "scale"], kind="stable").reset_index(drop=True)
-
-
-def ablation_table(
-    accuracy: pd.DataFrame, conditions: Mapping[str, Mapping[str, Any]]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(summary, draws)``: per k, the receiver-head accuracy with its Wilson interval and
-    the random-head accuracy as mean ± 95 % t-interval across draws; ``draws`` lists every
-    random draw's heads and accuracy."""
-    from scipy import stats
-
-    by_condition = accuracy.set_index("condition")
-    baseline = by_condition.loc["baseline"]
-    draws = (
-        pd.DataFrame(
-            [
-                {
-                    "k": spec["k"],
-                    "draw": spec["draw"],
-                    "draw_seed": spec["draw_seed"],
-                    "condition": name,
-                    "heads": _heads_label(spec["heads"]),
-                    "accuracy": by_condition.loc[name, "accuracy"],
-                    "n": by_condition.loc[name, "n"],
-                }
-                for name, spec in conditions.items()
-                if spec["kind"] == "random"
-            ]
-        )
-        .sort_values(["k", "draw"])
-        .reset_index(drop=True)
-    )
-    rows = [
-        {
-            "k": 0,
-            "receiver_heads": "",
-            "receiver_accuracy": baseline["accuracy"],
-            "receiver_ci_low": baseline["ci_low"],
-            "receiver_ci_high": baseline["ci_high"],
-            "random_mean": baseline["accuracy"],
-            "random_ci_low": math.nan,
-            "random_ci_high": math.nan,
-            "n_draws": 0,
-        }
-    ]
-    for name, spec in sorted(conditions.items(), key=lambda item: item[1].get("k", 0)):
-        if spec["kind"] != "receivers":
+def repetition_loop(text: str, min_repeats: int, max_period: int, min_chars: int) -> bool:
+    """Whether ``text`` holds a repetition loop: a unit of ``p <= max_period`` characters
+    repeated at least ``min_repeats`` times in a row, the repeated span covering at least
+    ``min_chars`` characters. Exact: for each period ``p``, the longest run of
+    ``text[i] == text[i + p]`` of length ``L`` is a periodic span of ``L + p`` characters."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    for period in range(1, min(max_period, len(codes) // min_repeats) + 1):
+        same = np.concatenate(([False], codes[period:] == codes[:-period], [False]))
+        edges = np.flatnonzero(np.diff(same.astype(np.int8)))
+        if edges.size == 0:
             continue
-        k = spec["k"]
-        random_acc = draws.loc[draws["k"] == k, "accuracy"].to_numpy(dtype=float)
-        mean = float(random_acc.mean())
-        half = (
-            float(
-                stats.t.ppf(0.975, len(random_acc) - 1)
-                * random_acc.std(ddof=1)
-                / math.sqrt(len(random_acc))
-            )
-            if len(random_acc) > 1
-            else math.nan
-        )
-        rows.append(
-            {
-                "k": k,
-                "receiver_heads": _heads_label(spec["heads"]),
-                "receiver_accuracy": by_condition.loc[name, "accuracy"],
-                "receiver_ci_low": by_condition.loc[name, "ci_low"],
-                "receiver_ci_high": by_condition.loc[name, "ci_high"],
-                "random_mean": mean,
-                "random_ci_low": mean - half,
-                "random_ci_high": mean + half,
-                "n_draws": len(random_acc),
-            }
-        )
-    return pd.DataFrame(rows), draws
+        longest = int((edges[1::2] - edges[0::2]).max())
+        span = longest + period
+        if span >= max(min_repeats * period, min_chars):
+            return True
+    return False
+
+
+def failure_fields(
+    text: str, stopped: bool, answer: str | None, settings: Mapping[str, int]
+) -> dict:
+    """Per generation: ``repetition_loop``, ``unfinished`` (ran out of tokens without a stop
+    token) and ``no_box`` (no non-empty boxed answer)."""
+    return {
+        "repetition_loop": repetition_loop(
+            text, settings["min_repeats"], settings["max_period"], settings["min_chars"]
+        ),
+        "unfinished": not stopped,
+        "no_box": answer is None,
+    }
+
+
+def score_rows(
+    rows: Iterable[Mapping[str, Any]],
+    extractor: str,
+    failure_modes: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Generation rows (``text``, ``gt_answer``, ``stopped``, ...) with the :func:`score_text`
+    fields (and, given ``failure_modes`` settings, the failure-mode fields) added and ``text``
+    dropped."""
+    scored = []
+    for row in rows:
+        fields = score_text(row["text"], row["gt_answer"], extractor)
+        if failure_modes is not None:
+            fields |= failure_fields(row["text"], row["stopped"], fields["answer"], failure_modes)
+        scored.append({**{k: v for k, v in row.items() if k != "text"}, **fields})
+    return scored

@@ -28,27 +28,43 @@ def _finish_accuracy_axis(figure: Figure, axis: Axes, xlabel: str) -> None:
 
 
 def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
-    """Accuracy (95 % Wilson interval) against scale, one line per receiver-head set size;
-    the baseline is a horizontal band. ``table``: :func:`anchorflow.scoring.amplification_table`."""
-    data = table[["condition", "k", "scale", "accuracy", "ci_low", "ci_high", "n"]].copy()
+    """Accuracy against scale, per receiver-head set size: receiver heads (95 % Wilson
+    interval) and layer-matched random heads (mean, 2.5-97.5 % range over draws); the
+    baseline is a horizontal band. ``table``: :func:`intervention_tables.receiver_vs_random`."""
+    data = table.drop(columns=["heads"]).copy()
     with figure_style():
-        figure, axis = plt.subplots(figsize=(5.5, 3.8))
+        figure, axis = plt.subplots(figsize=(6, 3.8))
         baseline = data[data["k"] == 0]
         if not baseline.empty:
             row = baseline.iloc[0]
-            axis.axhspan(row["ci_low"], row["ci_high"], color="0.85", label="baseline 95% CI")
-            axis.axhline(row["accuracy"], color="0.4", lw=1)
+            axis.axhspan(
+                row["receiver_ci_low"],
+                row["receiver_ci_high"],
+                color="0.85",
+                label="baseline 95% CI",
+            )
+            axis.axhline(row["receiver_accuracy"], color="0.4", lw=1)
         for k, group in data[data["k"] > 0].groupby("k"):
             group = group.sort_values("scale")
             positions = np.arange(len(group))
             _interval_errorbar(
                 axis,
                 positions,
-                group["accuracy"],
-                group["ci_low"],
-                group["ci_high"],
+                group["receiver_accuracy"],
+                group["receiver_ci_low"],
+                group["receiver_ci_high"],
                 marker="o",
                 label=f"top-{k} receiver heads",
+            )
+            _interval_errorbar(
+                axis,
+                positions + 0.08,
+                group["random_mean"],
+                group["random_q025"],
+                group["random_q975"],
+                marker="s",
+                alpha=0.6,
+                label=f"{k} random heads (matched layers)",
             )
             axis.set_xticks(positions, [f"{s:g}" for s in group["scale"]])
         _finish_accuracy_axis(figure, axis, "scale of the heads' o_proj input")
@@ -57,7 +73,7 @@ def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
 
 def ablation_figure(summary: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     """Accuracy against the number of ablated heads: receiver heads (Wilson interval) vs
-    layer-matched random heads (mean ± 95 % interval across draws)."""
+    layer-matched random heads (mean, 2.5-97.5 % range over draws)."""
     data = summary.drop(columns=["receiver_heads"])
     with figure_style():
         figure, axis = plt.subplots(figsize=(5, 3.8))
@@ -74,13 +90,55 @@ def ablation_figure(summary: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
             axis,
             data["k"] + 0.05,
             data["random_mean"],
-            data["random_ci_low"],
-            data["random_ci_high"],
+            data["random_q025"],
+            data["random_q975"],
             marker="s",
             label="random heads (matched layers)",
         )
         axis.set_xticks(data["k"])
         _finish_accuracy_axis(figure, axis, "number of ablated heads")
+    return figure, data
+
+
+def patching_figure(table: pd.DataFrame, draws: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Accuracy of the baseline, the patched anchor sentence (95 % Wilson interval) and each
+    patched control sentence (one point per draw, mean and 2.5-97.5 % range)."""
+    data = pd.concat(
+        [
+            table[["condition", "accuracy", "ci_low", "ci_high"]].assign(kind="target"),
+            draws[["condition", "accuracy"]].assign(kind="control draw"),
+        ],
+        ignore_index=True,
+    )
+    with figure_style():
+        figure, axis = plt.subplots(figsize=(5, 3.8))
+        named = table.set_index("condition")
+        for position, name in enumerate(["baseline", "anchor"]):
+            row = named.loc[name]
+            _interval_errorbar(
+                axis,
+                [position],
+                pd.Series([row["accuracy"]]),
+                pd.Series([row["ci_low"]]),
+                pd.Series([row["ci_high"]]),
+                marker="o",
+                color="C0" if name == "anchor" else "0.4",
+            )
+        jitter = np.linspace(-0.15, 0.15, max(len(draws), 1))[: len(draws)]
+        axis.scatter(2 + jitter, draws["accuracy"], color="C1", s=14, label="control draws")
+        anchor = named.loc["anchor"]
+        _interval_errorbar(
+            axis,
+            [2.3],
+            pd.Series([anchor["random_mean"]]),
+            pd.Series([anchor["random_q025"]]),
+            pd.Series([anchor["random_q975"]]),
+            marker="s",
+            color="C1",
+            label="control mean, 2.5-97.5%",
+        )
+        axis.set_xticks([0, 1, 2], ["baseline", "anchor patched", "control patched"])
+        _finish_accuracy_axis(figure, axis, "")
     return figure, data
 
 
