@@ -73,7 +73,8 @@ intervention_receiver_heads = branch(
 def intervention_shards(wildcards):
     """Every generation file of one experiment: each group of conditions times each shard."""
     groups = condition_groups(
-        INTERVENTION_CONDITIONS[wildcards.experiment], INTERVENTIONS["conditions_per_job"]
+        INTERVENTION_CONDITIONS[wildcards.experiment],
+        INTERVENTIONS["conditions_per_job"],
     )
     return expand(
         f"{RESULTS}/interventions/{{model}}/{{experiment}}/generations/{{group}}/{{shard}}.json",
@@ -112,7 +113,10 @@ def intervention_counterfactual_params(wildcards):
 def interventions_targets(wildcards):
     """The final tables and figures of every enabled experiment."""
     out = f"{RESULTS}/interventions/{INTERVENTION_MODEL}"
-    tables = [f"{out}/{{experiment}}/failure_modes.tsv", f"{out}/{{experiment}}/strata.tsv"]
+    tables = [
+        f"{out}/{{experiment}}/failure_modes.tsv",
+        f"{out}/{{experiment}}/strata.tsv",
+    ]
     targets = {
         "amplification": [
             f"{out}/amplification/amplification.tsv",

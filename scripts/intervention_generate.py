@@ -21,7 +21,8 @@ group = condition_groups(list(conditions), params["conditions_per_job"])[int(wil
 head_means = None
 if "head_means" in snakemake.input.keys():
     head_means = read_npz(snakemake.input.head_means)[0]["means"]
-model, tokenizer = load_model(snakemake.params.model)
+# SDPA for generation (eager is kept for the attention stages, which read the weights).
+model, tokenizer = load_model(snakemake.params.model, attn_implementation="sdpa")
 selected = read_json(snakemake.input.selected) if "selected" in snakemake.input.keys() else []
 records = read_records(snakemake.input.records)
 n_shards = params["experiment"]["shards"]

@@ -142,3 +142,27 @@ def test_planted_head_ranks_first_on_demo_traces(tmp_path: Path) -> None:
         kurtosis.append(head_kurtosis(vertical_scores(matrices)))
     mean = np.mean(kurtosis, axis=0)
     assert np.unravel_index(np.nanargmax(mean), mean.shape) == (planted["layer"], planted["head"])
+
+
+@pytest.mark.skipif(not DEMO_DATA.is_dir(), reason="demo/math-rollouts is missing")
+def test_number_words_occur_only_in_each_traces_anchor() -> None:
+    """The planted answer is honest only if the anchor is the sole carrier of the result."""
+    from anchorflow.demo_model import NUMBER_WORDS, number_word_ids
+
+    paths = sorted(DEMO_DATA.glob("*/*/*/*/base_solution.json"))
+    texts = [json.loads(path.read_text())["full_cot"] for path in paths]
+    tokenizer = demo_tokenizer(texts, 1024)
+    numbers = set(number_word_ids(tokenizer, NUMBER_WORDS))
+    for path, text in zip(paths, texts, strict=True):
+        encoded = tokenizer(text, return_offsets_mapping=True)
+        hits = [
+            text[start:end]
+            for token, (start, end) in zip(
+                encoded["input_ids"], encoded["offset_mapping"], strict=True
+            )
+            if token in numbers
+        ]
+        answer = json.loads(path.read_text())["answer"]
+        assert hits == [" " + NUMBER_WORDS[int(answer)]], path
+        anchor = f"That leaves {NUMBER_WORDS[int(answer)]} marbles in the crate."
+        assert text.count(anchor) == 1

@@ -163,6 +163,9 @@ def test_hook_active_at_every_cached_decode_step(family):
             cache = out.past_key_values
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        unhooked = model(ids).logits
+    assert (full - unhooked).abs().max() > 1e-3  # the hooks did act at those steps
 
 
 def test_spec_roundtrip_and_validation():

@@ -31,6 +31,7 @@ from anchorflow.receivers import (
     top_receiver_heads,
     vertical_scores,
 )
+from anchorflow.scoring import normalize_latex
 
 # --- transcriptions of the reference (method reference §5.3-§5.6, §11.2) ----------------------
 
@@ -95,6 +96,20 @@ def reference_figure5_cells(frame: pd.DataFrame, categories: list[str], min_cnt:
     kept = shown[sizes > min_cnt]
     means = kept.groupby(["trace", "category"])["receiver_score"].mean().dropna()
     return means.sort_index()
+
+
+def reference_normalize_latex(answer: str) -> str:
+    """The reference's answer normalisation (utils.normalize_latex), step by step."""
+    text = re.sub(
+        r"\s+", "", answer.strip().lower().replace("dfrac", "frac").replace("tfrac", "frac")
+    )
+    text = text.replace("\\%", "").replace("{,}", "").replace("\\times", "*").replace("\\cdot", "*")
+    text = re.sub(r"(\d+)[\.,](\d+)", r"\1.\2", text)
+    text = re.sub(r"{([^{}]+)}", r"\1", text).replace("\\pi", "pi")
+    for command in ("text", "mathrm"):
+        text = re.sub(r"\\" + command + r"\{([^{}]+)\}", r"\1", text)
+    text = re.sub(r"([a-z]+)\\+\s*(\d+)", r"\1\2", text)
+    return text.replace("\\text", "")
 
 
 # --- inputs: random matrices, and the structure of the real sample -----------------------------
@@ -269,3 +284,36 @@ def test_parity_effects_compares_each_switch_with_the_defaults(real_labels) -> N
     assert token["tests_with_other_n"] == 0
     counting = table.loc["receivers.min_count_of: all"]
     assert counting["top_overlap"] == "20 of 20" and counting["max_abs_kurtosis_change"] == 0
+
+
+def test_answer_normalisation_differs_from_the_reference_in_strings_not_in_answer_classes():
+    """Of the selected-problems list's 488 answer strings (gold, correct and incorrect), 118
+    normalise to a different string than the reference's ``normalize_latex`` (we drop thousands
+    separators, ``%``, ``\\left``/``\\right`` and keep fraction braces; it turns ``88,572`` into
+    ``88.572``). As answer classes (which strings count as the same answer within a problem,
+    what the answer distributions and accuracy use) the two agree on 105 of 106 problems: in
+    problem_3500 we also merge ``(-\\infty, \\dfrac{3}{4})`` with its ``\\left( ... \\right)``
+    forms."""
+    problems = json.loads((REPO_ROOT / "resources" / "selected_problems.json").read_text())
+    answers = {
+        p["problem_idx"]: [p["gt_answer"], *p["correct_answers"], *p["incorrect_answers"]]
+        for p in problems
+    }
+    strings = [answer for values in answers.values() for answer in values]
+    differing = [a for a in strings if normalize_latex(a) != reference_normalize_latex(a)]
+    assert (len(strings), len(differing)) == (488, 118)
+    assert reference_normalize_latex("88,572") == "88.572" and normalize_latex("88,572") == "88572"
+    assert reference_normalize_latex("\\frac{1}{2}") == "\\frac12"
+
+    def classes(values, normalise):
+        grouped: dict[str, set[str]] = {}
+        for value in values:
+            grouped.setdefault(normalise(value), set()).add(value)
+        return sorted(sorted(group) for group in grouped.values())
+
+    disagree = [
+        problem
+        for problem, values in answers.items()
+        if classes(values, normalize_latex) != classes(values, reference_normalize_latex)
+    ]
+    assert disagree == ["problem_3500"]

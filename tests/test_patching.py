@@ -190,6 +190,19 @@ def test_cached_decoding_equals_uncached_forward_with_the_prompt_patched(mode):
     assert (reference - unpatched).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("mode", ["mean", "noise"])
+def test_left_padding_leaves_a_rows_patched_logits_unchanged(mode):
+    model, tokenizer = tiny()
+    patch = ResidualPatch(1, mode, 1.0)
+    longer = ("w20 w21 w22 w23 w24 w25 w26 w27 w28 w29 w30 w31 w32 w33", (4, 11))
+    alone, _ = _logits(model, tokenizer, patch, [(PROMPT, SPAN)], [7])
+    batched, mask = _logits(model, tokenizer, patch, [longer, (PROMPT, SPAN)], [3, 7])
+    real = mask[1].bool()
+    torch.testing.assert_close(batched[1, real], alone[0], rtol=1e-4, atol=1e-5)
+    unpatched, _ = _logits(model, tokenizer, ResidualPatch(1, mode, 0.0), [(PROMPT, SPAN)], [7])
+    assert (alone - unpatched).abs().max() > 1e-3
+
+
 def test_bad_patches_are_refused():
     with pytest.raises(ValueError, match="mode"):
         ResidualPatch(0, "zero", 1.0)

@@ -1,0 +1,158 @@
+"""The planted answer of the demo: the receivers analysis finds the planted head, and the
+answer flows through it (baseline right, head zeroed wrong, matched random heads harmless,
+x10 amplification harmful, the anchor's patch harmful), for more than one placement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anchorflow.attention import sentence_attention
+from anchorflow.demo_data import write_demo_dataset
+from anchorflow.demo_model import build_demo_model
+from anchorflow.generation import SamplingSettings, experiment_items, generate
+from anchorflow.interventions import build_conditions, specs_from_json
+from anchorflow.models import encode_text, load_model
+from anchorflow.patching import ResidualPatch, patching_conditions
+from anchorflow.receivers import head_kurtosis, rank_heads, receiver_scores, vertical_scores
+from anchorflow.scoring import score_text
+from anchorflow.sentences import sentence_record, split_solution, token_spans
+
+SETTINGS = SamplingSettings(temperature=0.6, top_p=0.95, max_new_tokens=16, batch_size=8)
+
+
+def demo_records(root: Path, seed: int) -> list[dict]:
+    write_demo_dataset(root, seed)
+    records = []
+    for path in sorted(root.glob("*/*/*/*/base_solution.json")):
+        base = json.loads(path.read_text())
+        problem = json.loads((path.parent / "problem.json").read_text())
+        correctness = path.parent.parent.name.removesuffix("_base_solution")
+        number = int(path.parent.name.removeprefix("problem_"))
+        records.append(
+            {
+                "rollouts": "demo",
+                "trace": f"{number}_{correctness}",
+                "problem": number,
+                "correctness": correctness,
+                "problem_text": problem["problem"],
+                "gt_answer": problem["gt_answer"],
+                "level": problem["level"],
+                "full_cot": base["full_cot"],
+                "chunks": split_solution(base["full_cot"]),
+            }
+        )
+    return records
+
+
+def receivers_analysis(model, tokenizer, records):
+    """Rank-ordered heads by mean kurtosis (layer 0 excluded) and per-sentence scores."""
+    vertical = {}
+    for record in records:
+        text = record["full_cot"]
+        sentences = sentence_record(text, "head")
+        spans = token_spans(tokenizer, text, [tuple(span) for span in sentences["char_spans"]])
+        matrices = sentence_attention(model, encode_text(tokenizer, text), spans.offsets)
+        vertical[record["trace"]] = (vertical_scores(matrices), sentences["chunk_idx"])
+    kurtosis = np.mean([head_kurtosis(v) for v, _ in vertical.values()], axis=0)
+    ranked = [tuple(int(x) for x in head) for head in rank_heads(kurtosis)[:3]]
+    return ranked, vertical
+
+
+@pytest.mark.parametrize(("layer", "head", "seed"), [(2, 1, 0), (1, 3, 5)])
+def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, layer, head, seed):
+    import pandas as pd
+
+    records = demo_records(tmp_path / "data", seed)
+    build_demo_model(
+        tmp_path / "model",
+        [r["full_cot"] for r in records],
+        seed=seed,
+        planted_layer=layer,
+        planted_head=head,
+    )
+    spec = {"name": "d", "source": "demo", "path": str(tmp_path / "model"), "dtype": "float32"}
+    model, tokenizer = load_model(spec)
+    receivers, vertical = receivers_analysis(model, tokenizer, records)
+    assert receivers[0] == (layer, head)
+
+    section = {
+        "seed": 0,
+        "receiver_heads": {"exclude_from_random": None},
+        "amplification": {
+            "enabled": True,
+            "head_set_sizes": [1],
+            "scales": [1.0, 10],
+            "n_random_draws": 3,
+        },
+        "ablation": {"enabled": True, "op": "zero", "max_heads": 1, "n_random_draws": 3},
+        "counterfactual": {"enabled": False},
+        "patching": {
+            "enabled": True,
+            "n_random_draws": 3,
+            "exclude_top": 3,
+            "length_tolerance": 0.5,
+        },
+    }
+    conditions = build_conditions(section, receivers, 4, 4)
+    params = {
+        "seed": 0,
+        "paired_seeds": True,
+        "prompt_format": "raw",
+        "problems": {
+            "source": "records",
+            "accuracy_min": 0,
+            "accuracy_max": 1,
+            "n_problems": None,
+            "prefix": "reasoning",
+        },
+        "experiment": {"samples_per_problem": 2},
+    }
+
+    def accuracy(experiment, name, spec, patch=None):
+        items = experiment_items(experiment, params, name, tokenizer, records, condition_spec=spec)
+        rows = generate(
+            model,
+            tokenizer,
+            items,
+            SETTINGS,
+            specs_from_json(spec.get("interventions", [])),
+            patch=patch,
+        )
+        scored = [score_text(row["text"], row["gt_answer"]) for row in rows]
+        return np.mean([s["correct"] and s["finished"] for s in scored]), rows
+
+    ablation = conditions["ablation"]
+    baseline, base_rows = accuracy("ablation", "baseline", ablation["baseline"])
+    assert baseline >= 0.8
+    assert accuracy("ablation", "top1_zero", ablation["top1_zero"])[0] <= 0.2
+    random = [
+        accuracy("ablation", f"random1_zero_draw{d}", ablation[f"random1_zero_draw{d}"])[0]
+        for d in range(3)
+    ]
+    assert abs(np.mean(random) - baseline) <= 0.1
+    amplification = conditions["amplification"]
+    noop, noop_rows = accuracy("amplification", "top1_x1", amplification["top1_x1"])
+    assert [r["text"] for r in noop_rows] == [r["text"] for r in base_rows]
+    assert accuracy("amplification", "top1_x10", amplification["top1_x10"])[0] < baseline
+
+    scores = pd.DataFrame(
+        [
+            {"trace": trace, "chunk_idx": chunk, "receiver_score": score}
+            for trace, (matrix, chunks) in vertical.items()
+            for chunk, score in zip(
+                chunks, receiver_scores(matrix, np.array(receivers)), strict=True
+            )
+        ]
+    )
+    problems = [r | {"trace": r["trace"]} for r in records if r["correctness"] == "correct"]
+    patching, chosen = patching_conditions(section, scores, problems)
+    anchors = chosen[chosen["condition"] == "anchor"]["sentence"]
+    assert all(sentence.startswith("That leaves ") for sentence in anchors)
+    patch = ResidualPatch(layer, "noise", 1.0)
+    assert accuracy("patching", "anchor", patching["anchor"], patch)[0] <= 0.2
+    control = accuracy("patching", "control_draw0", patching["control_draw0"], patch)[0]
+    assert control >= baseline - 0.2

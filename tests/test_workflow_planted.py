@@ -1,0 +1,74 @@
+"""End to end: the demo's intervention tables meet the planted-answer targets, for the default
+placement (the session's demo run) and for a second planted (layer, head, seed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import DEMO_CONFIG, WorkflowCopy, copy_workflow, run_snakemake
+
+pytestmark = pytest.mark.slow
+MODEL = "demo-qwen2"
+
+
+def tsv(results: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(results / "interventions" / MODEL / name, sep="\t")
+
+
+def check_targets(results: Path, layer: int, head: int) -> None:
+    receivers = pd.read_csv(results / "receivers" / MODEL / "receiver_heads.tsv", sep="\t")
+    assert tuple(receivers.iloc[0][["layer", "head"]]) == (layer, head)
+    resolved = json.loads((results / "interventions" / MODEL / "conditions.json").read_text())
+    assert resolved["params"]["receivers_source"] == "receiver_heads.tsv"
+    assert resolved["params"]["receivers"][0] == [layer, head]
+
+    ablation = tsv(results, "ablation/ablation.tsv").set_index("k")
+    assert {"receiver_accuracy", "random_mean", "n_draws"} <= set(ablation.columns)
+    baseline = ablation.loc[0, "receiver_accuracy"]
+    assert ablation.loc[0, "n"] >= 40 and baseline >= 0.8
+    assert ablation.loc[1, "receiver_accuracy"] <= 0.2
+    assert (
+        ablation.loc[1, "n_draws"] >= 10 and abs(ablation.loc[1, "random_mean"] - baseline) <= 0.1
+    )
+    draws = tsv(results, "ablation/ablation_draws.tsv")
+    receiver_set = {tuple(h) for h in resolved["params"]["receivers"]}
+    for heads in draws["heads"]:
+        drawn = {tuple(int(x) for x in h[1:].split("H")) for h in heads.split()}
+        assert not drawn & receiver_set
+
+    amplification = tsv(results, "amplification/amplification.tsv")
+    top10 = amplification[(amplification["k"] == 1) & (amplification["scale"] == 10)].iloc[0]
+    assert top10["receiver_accuracy"] < baseline and top10["n_draws"] >= 10
+    assert set(amplification["scale"]) >= {0, 1.2, 1.5, 5, 10}
+
+    patching = tsv(results, "patching/patching.tsv").set_index("condition")
+    assert patching.loc["anchor", "accuracy"] <= 0.2 and patching.loc["anchor", "n_draws"] >= 10
+    assert patching.loc["anchor", "random_mean"] >= baseline - 0.2
+    failure = tsv(results, "amplification/failure_modes.tsv")
+    looped = failure[(failure["kind"] == "receivers") & (failure["scale"] == 10)].iloc[0]
+    assert looped["repetition_loop_rate"] > 0.5 and looped["no_box_rate"] > 0.5
+    strata = tsv(results, "ablation/strata.tsv")
+    assert set(strata["stratum_rule"]) == {"level"} and strata["stratum"].nunique() >= 2
+    controls = tsv(results, "counterfactual/controls.tsv").set_index("kind")
+    assert controls.loc["random", "n_conditions"] >= 10
+
+
+def test_demo_run_meets_the_planted_targets(demo_baseline: WorkflowCopy) -> None:
+    check_targets(demo_baseline.results, layer=2, head=1)
+
+
+def test_a_second_placement_meets_the_planted_targets(tmp_path: Path) -> None:
+    workflow = copy_workflow(tmp_path / "workflow")
+    config = yaml.safe_load((workflow.root / DEMO_CONFIG).read_text())
+    demo = config["models"][0]["demo"]
+    demo.update(seed=5, planted_layer=1, planted_head=3)
+    overlay = workflow.root / "placement.yaml"
+    overlay.write_text(yaml.safe_dump({"models": config["models"]}))
+    run_snakemake(
+        workflow, "interventions_all", "--cores", "2", "--configfile", DEMO_CONFIG, str(overlay)
+    )
+    check_targets(workflow.results, layer=1, head=3)
