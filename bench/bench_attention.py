@@ -209,6 +209,21 @@ def main() -> None:
         f"config {args.config}, query_block {args.query_block}"
     )
     print(markdown(rows))
+    for row in rows:
+        if "sdpa_s" in row:
+            print(
+                f"SUMMARY|streamed attention, {args.config}, {row['tokens']} tokens|"
+                f"SDPA forward {row['sdpa_s']:.2f} s, {row['sdpa_peak_gib']:.1f} GiB|"
+                f"streamed {row['streamed_s']:.2f} s, {row['streamed_peak_gib']:.1f} GiB|"
+                f"{row['time_ratio']:.2f}x the forward's time"
+            )
+        else:
+            print(
+                f"SUMMARY|streamed attention, {args.config}, {row['tokens']} tokens|"
+                f"naive {row['naive_s']:.2f} s, {row['naive_peak_mb']:.0f} MB|"
+                f"streamed {row['streamed_s']:.2f} s, {row['streamed_peak_mb']:.0f} MB|"
+                f"{row['speedup']:.1f}x faster, {row['memory_ratio']:.1f}x less memory"
+            )
 
 
 if __name__ == "__main__":

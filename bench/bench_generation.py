@@ -23,17 +23,37 @@ from anchorflow.tiny_models import random_causal_lm, special_token_ids, word_lev
 VOCAB = ["<pad>", "<eos>", "<bos>"] + [f"w{i}" for i in range(509)]
 
 
-def tiny_model(hidden: int, layers: int, device: str) -> tuple[torch.nn.Module, object]:
+# R1-Distill-Qwen-1.5B's shape (Qwen2.5-Math-1.5B), with the benchmark's 512-word vocabulary.
+QWEN15B = dict(
+    hidden_size=1536,
+    intermediate_size=8960,
+    num_hidden_layers=28,
+    num_attention_heads=12,
+    num_key_value_heads=2,
+)
+
+
+def tiny_model(
+    hidden: int, layers: int, device: str, config: str = "tiny"
+) -> tuple[torch.nn.Module, object]:
+    shape = (
+        QWEN15B
+        if config == "qwen1.5b"
+        else dict(
+            hidden_size=hidden,
+            intermediate_size=4 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+        )
+    )
     model = random_causal_lm(
         "qwen2",
         device=device,
+        dtype=torch.float16 if device == "cuda" else torch.float32,
         vocab_size=len(VOCAB),
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=2,
         max_position_embeddings=2048,
+        **shape,
         **special_token_ids(),
     )
     return model, word_level_tokenizer(VOCAB)
@@ -52,8 +72,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--config", choices=["tiny", "qwen1.5b"], default="tiny")
     args = parser.parse_args()
-    model, tokenizer = tiny_model(args.hidden, args.layers, args.device)
+    model, tokenizer = tiny_model(args.hidden, args.layers, args.device, args.config)
     items = [
         GenerationItem(
             str(i),
@@ -83,6 +104,11 @@ def main() -> None:
         f"{batch_tokens / batch_seconds:.0f} |"
     )
     print(f"speed-up: {loop_seconds / batch_seconds:.1f}x")
+    print(
+        f"SUMMARY|generation, {args.config}, {args.prompts} prompts x {args.new_tokens} tokens|"
+        f"one at a time {loop_seconds:.2f} s|batched {batch_seconds:.2f} s|"
+        f"{loop_seconds / batch_seconds:.1f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -20,15 +20,15 @@ rule build_demo_model:
 
 rule sentence_attention:
     input:
-        tokens=f"{RESULTS}/tokens/{{model}}/{{trace}}.json",
+        tokens=attention_shard_tokens,
         records=rules.acquire_rollouts.output.records,
         model=model_files,
     output:
-        f"{RESULTS}/attention/{{model}}/{{trace}}.npz",
+        directory(f"{RESULTS}/attention/{{model}}/shards/{{shard}}"),
     log:
-        f"{RESULTS}/logs/sentence_attention/{{model}}/{{trace}}.log",
+        f"{RESULTS}/logs/sentence_attention/{{model}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/sentence_attention/{{model}}/{{trace}}.tsv"
+        f"{RESULTS}/benchmarks/sentence_attention/{{model}}/{{shard}}.tsv"
     conda:
         "../envs/model.yaml"
     threads: resource("attention", "threads")
@@ -42,8 +42,20 @@ rule sentence_attention:
         save_matrices=ATTENTION["save_matrices"],
         proximity_ignore=config["receivers"]["proximity_ignore"],
         control_depth=config["receivers"]["control_depth"],
+        traces=attention_shard_traces,
+        store=f"{RESULTS}/store/attention/{{model}}",
     script:
         "../scripts/sentence_attention.py"
+
+
+rule attention_file:
+    input:
+        attention_shard_folder,
+    output:
+        f"{RESULTS}/attention/{{model}}/{{trace}}.npz",
+    localrule: True
+    shell:
+        "cp {input}/{wildcards.trace}.npz {output}"
 
 
 rule attention_all:

@@ -1,5 +1,6 @@
 from anchorflow.config import validate_config
 from anchorflow.rollouts import requested_traces, source_fingerprint
+from anchorflow.shards import shard_members, shard_of
 from anchorflow.workflow import code_digest
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
@@ -99,6 +100,16 @@ def model_trace_sentences(wildcards):
     return (
         f"{RESULTS}/sentences/{model_rollouts(wildcards.model)}/{wildcards.trace}.json"
     )
+
+
+def shard_folder(stage, model, trace, n_shards):
+    """The folder of the shard holding a trace's result in a sharded model stage."""
+    return f"{RESULTS}/{stage}/{model}/shards/{shard_of(trace, n_shards)}"
+
+
+def shard_traces(traces, wildcards, n_shards):
+    """The traces of the job's shard, in their given order."""
+    return shard_members(traces, int(wildcards.shard), n_shards)
 
 
 def all_sentence_files(wildcards):

@@ -1,4 +1,29 @@
 ATTENTION = config["attention"]
+ATTENTION_SHARDS = ATTENTION["shards"]
+
+
+def attention_file(model, trace):
+    """The attention file of one trace of a model."""
+    return f"{RESULTS}/attention/{model}/{trace}.npz"
+
+
+def attention_shard_folder(wildcards):
+    """The shard folder that holds the job's trace's attention file."""
+    return shard_folder("attention", wildcards.model, wildcards.trace, ATTENTION_SHARDS)
+
+
+def attention_shard_traces(wildcards):
+    """The traces of the job's attention shard."""
+    traces = usable_traces(model_rollouts(wildcards.model))
+    return shard_traces(traces, wildcards, ATTENTION_SHARDS)
+
+
+def attention_shard_tokens(wildcards):
+    """The token-spans files of the job's attention shard."""
+    return expand(
+        f"{RESULTS}/tokens/{wildcards.model}/{{trace}}.json",
+        trace=attention_shard_traces(wildcards),
+    )
 
 
 def demo_model_params(wildcards):
@@ -18,4 +43,8 @@ def model_rollouts_param(wildcards):
 
 def attention_targets(wildcards):
     """Every usable trace's attention file, for every configured model."""
-    return per_trace(f"{RESULTS}/attention/{{model}}/{{trace}}.npz", by="model")
+    return [
+        attention_file(model, trace)
+        for model in MODELS
+        for trace in usable_traces(model_rollouts(model))
+    ]

@@ -10,10 +10,7 @@ def model_traces(model):
 
 def model_attention_files(wildcards):
     """Every trace's attention file of the job's model."""
-    return expand(
-        f"{RESULTS}/attention/{wildcards.model}/{{trace}}.npz",
-        trace=model_traces(wildcards.model),
-    )
+    return [attention_file(wildcards.model, trace) for trace in model_traces(wildcards.model)]
 
 
 def model_sentence_files(wildcards):
@@ -48,7 +45,7 @@ def figure_trace(wildcards):
 
 def figure_trace_attention(wildcards):
     """The attention file of the Figure 4 trace."""
-    return f"{RESULTS}/attention/{wildcards.model}/{figure_trace(wildcards)}.npz"
+    return attention_file(wildcards.model, figure_trace(wildcards))
 
 
 def receiver_statistics():

@@ -1,4 +1,15 @@
 SUPPRESSION = config["suppression"]
+SUPPRESSION_SHARDS = SUPPRESSION["shards"]
+
+
+def suppression_file(model, trace):
+    """The suppression matrix file of one trace of a model."""
+    return f"{RESULTS}/suppression/{model}/{trace}.npz"
+
+
+def suppression_shard_folder(wildcards):
+    """The shard folder that holds the job's trace's suppression matrix."""
+    return shard_folder("suppression", wildcards.model, wildcards.trace, SUPPRESSION_SHARDS)
 
 
 def suppression_traces(model):
@@ -39,9 +50,24 @@ suppression_receiver_heads = branch(
 
 def suppression_matrix_files(wildcards):
     """Every suppression matrix of the job's model."""
+    return [
+        suppression_file(wildcards.model, trace)
+        for trace in suppression_traces(wildcards.model)
+    ]
+
+
+def suppression_shard_traces(wildcards):
+    """The traces of the job's suppression shard."""
+    return shard_traces(
+        suppression_traces(wildcards.model), wildcards, SUPPRESSION_SHARDS
+    )
+
+
+def suppression_shard_tokens(wildcards):
+    """The token-spans files of the job's suppression shard."""
     return expand(
-        f"{RESULTS}/suppression/{wildcards.model}/{{trace}}.npz",
-        trace=suppression_traces(wildcards.model),
+        f"{RESULTS}/tokens/{wildcards.model}/{{trace}}.json",
+        trace=suppression_shard_traces(wildcards),
     )
 
 
@@ -82,7 +108,7 @@ def figure6_trace(wildcards):
 
 def figure6_matrix_file(wildcards):
     """The suppression matrix of the Figure 6 trace."""
-    return f"{RESULTS}/suppression/{wildcards.model}/{figure6_trace(wildcards)}.npz"
+    return suppression_file(wildcards.model, figure6_trace(wildcards))
 
 
 def suppression_targets(wildcards):

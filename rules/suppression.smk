@@ -1,15 +1,15 @@
 rule suppression_matrix:
     input:
-        tokens=f"{RESULTS}/tokens/{{model}}/{{trace}}.json",
+        tokens=suppression_shard_tokens,
         records=rules.acquire_rollouts.output.records,
         model=model_files,
         heads=suppression_receiver_heads,
     output:
-        f"{RESULTS}/suppression/{{model}}/{{trace}}.npz",
+        directory(f"{RESULTS}/suppression/{{model}}/shards/{{shard}}"),
     log:
-        f"{RESULTS}/logs/suppression_matrix/{{model}}/{{trace}}.log",
+        f"{RESULTS}/logs/suppression_matrix/{{model}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/suppression_matrix/{{model}}/{{trace}}.tsv"
+        f"{RESULTS}/benchmarks/suppression_matrix/{{model}}/{{shard}}.tsv"
     conda:
         "../envs/model.yaml"
     threads: resource("suppression", "threads")
@@ -20,8 +20,20 @@ rule suppression_matrix:
     params:
         model=model_params,
         settings=suppression_settings(),
+        traces=suppression_shard_traces,
+        store=f"{RESULTS}/store/suppression/{{model}}",
     script:
         "../scripts/suppression_matrix.py"
+
+
+rule suppression_file:
+    input:
+        suppression_shard_folder,
+    output:
+        f"{RESULTS}/suppression/{{model}}/{{trace}}.npz",
+    localrule: True
+    shell:
+        "cp {input}/{wildcards.trace}.npz {output}"
 
 
 rule figure6:

@@ -3,6 +3,7 @@
 import torch
 
 from anchorflow.generation import SamplingSettings, experiment_items, generate, shard
+from anchorflow.gpu_slots import assign_gpus
 from anchorflow.interventions import condition_groups, specs_from_json
 from anchorflow.io import read_json, read_npz, write_json
 from anchorflow.models import load_model, model_metadata
@@ -11,6 +12,7 @@ from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
+log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))))
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params.generation
 wildcards = snakemake.wildcards

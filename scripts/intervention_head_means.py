@@ -3,6 +3,7 @@
 import torch
 
 from anchorflow.generation import build_prompt
+from anchorflow.gpu_slots import assign_gpus
 from anchorflow.interventions import compute_head_means
 from anchorflow.io import write_npz
 from anchorflow.models import load_model, model_metadata
@@ -10,6 +11,7 @@ from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
+log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))))
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 model, tokenizer = load_model(params.model)

@@ -1,37 +1,92 @@
-"""Rule sentence_attention: one trace -> vertical scores of every head (streamed attention)."""
+"""Rule sentence_attention: one shard of traces -> each trace's vertical scores of every head
+(streamed attention), with one model load."""
+
+import hashlib
+from pathlib import Path
 
 import torch
 
 from anchorflow.attention import trace_attention
-from anchorflow.io import read_json, write_npz
+from anchorflow.gpu_slots import assign_gpus
+from anchorflow.io import read_json, read_npz, write_npz
 from anchorflow.models import load_model, model_metadata
 from anchorflow.rollouts import get_record
+from anchorflow.shards import file_digest, model_signature, package_digest, result_key, run_shard
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
+log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))))
 torch.set_num_threads(snakemake.threads)
 spec = snakemake.params.model
-tokens = read_json(snakemake.input.tokens)
-record = get_record(snakemake.input.records, spec["rollouts"], snakemake.wildcards.trace)
-model, tokenizer = load_model(spec)
-log.info("%s on %s: %d tokens", spec["name"], model.device, tokens["n_tokens"])
+traces = list(snakemake.params.traces)
+tokens_files = dict(zip(traces, snakemake.input.tokens, strict=True))
+for trace, path in tokens_files.items():
+    if Path(path).stem != trace:
+        raise ValueError(f"tokens file {path} does not belong to trace {trace}")
+records = {trace: get_record(snakemake.input.records, spec["rollouts"], trace) for trace in traces}
 parameters = {
     "query_block": snakemake.params.query_block,
     "proximity_ignore": snakemake.params.proximity_ignore,
     "control_depth": snakemake.params.control_depth,
     "save_matrices": snakemake.params.save_matrices,
 }
-arrays = trace_attention(
-    model, tokenizer, record["full_cot"], tokens["token_spans"], tokens["n_tokens"], **parameters
-)
-metadata = {
-    "trace": snakemake.wildcards.trace,
-    "model": model_metadata(spec),
-    "n_tokens": tokens["n_tokens"],
-    "token_rule": tokens["rule"],
-    "layers": model.config.num_hidden_layers,
-    "heads": model.config.num_attention_heads,
-    "params": parameters,
+common = {"stage": "attention", "params": parameters, "model": model_signature(spec)}
+common["code"] = package_digest()
+keys = {
+    trace: result_key(
+        {
+            **common,
+            "trace": trace,
+            "tokens": file_digest(tokens_files[trace]),
+            "text": hashlib.sha256(records[trace]["full_cot"].encode()).hexdigest(),
+        }
+    )
+    for trace in traces
 }
-write_npz(snakemake.output[0], metadata, **arrays)
-log.info("wrote %s", ", ".join(f"{k} {v.shape}" for k, v in sorted(arrays.items())))
+loaded = {}
+
+
+def compute(trace: str, path: Path) -> None:
+    if not loaded:
+        loaded["model"], loaded["tokenizer"] = load_model(spec)
+    model, tokenizer = loaded["model"], loaded["tokenizer"]
+    tokens = read_json(tokens_files[trace])
+    log.info("%s on %s: %d tokens", trace, model.device, tokens["n_tokens"])
+    arrays = trace_attention(
+        model,
+        tokenizer,
+        records[trace]["full_cot"],
+        tokens["token_spans"],
+        tokens["n_tokens"],
+        **parameters,
+    )
+    metadata = {
+        "trace": trace,
+        "model": model_metadata(spec),
+        "n_tokens": tokens["n_tokens"],
+        "token_rule": tokens["rule"],
+        "layers": model.config.num_hidden_layers,
+        "heads": model.config.num_attention_heads,
+        "params": parameters,
+    }
+    write_npz(path, metadata, **arrays)
+
+
+def loads(path: Path) -> bool:
+    try:
+        read_npz(path)
+    except Exception:
+        return False
+    return True
+
+
+origin = run_shard(
+    traces, keys, snakemake.output[0], snakemake.params.store, compute, loads, log=log.info
+)
+log.info(
+    "shard %s: %d traces, %d computed, %d from the store",
+    snakemake.wildcards.shard,
+    len(traces),
+    sum(v == "computed" for v in origin.values()),
+    sum(v == "stored" for v in origin.values()),
+)

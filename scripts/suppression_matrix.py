@@ -1,11 +1,17 @@
-"""Rule suppression_matrix: one trace -> the sentence-to-sentence suppression KL matrix."""
+"""Rule suppression_matrix: one shard of traces -> each trace's sentence-to-sentence suppression
+KL matrix, with one model load."""
+
+import hashlib
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from anchorflow.io import read_json, read_tsv, write_npz
+from anchorflow.gpu_slots import assign_gpus
+from anchorflow.io import read_json, read_npz, read_tsv, write_npz
 from anchorflow.models import load_model, model_metadata
 from anchorflow.rollouts import get_record
+from anchorflow.shards import file_digest, model_signature, package_digest, result_key, run_shard
 from anchorflow.suppression import (
     CONVENTIONS,
     KLSettings,
@@ -17,49 +23,92 @@ from anchorflow.suppression import (
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
+log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))))
 torch.set_num_threads(snakemake.threads)
 spec = snakemake.params.model
 settings = snakemake.params.settings
-trace = snakemake.wildcards.trace
-tokens = read_json(snakemake.input.tokens)
-record = get_record(snakemake.input.records, spec["rollouts"], trace)
-model, tokenizer = load_model(spec)
-ids, spans = trace_inputs(tokenizer, record, tokens)
+traces = list(snakemake.params.traces)
+tokens_files = dict(zip(traces, snakemake.input.tokens, strict=True))
+for trace, path in tokens_files.items():
+    if Path(path).stem != trace:
+        raise ValueError(f"tokens file {path} does not belong to trace {trace}")
+records = {trace: get_record(snakemake.input.records, spec["rollouts"], trace) for trace in traces}
 receivers = read_tsv(snakemake.input.heads) if snakemake.input.heads else None
-heads = suppression_heads(model, settings["heads"], receivers)
 kl = KLSettings(settings["kl_mode"], settings["temperature"], settings["top_p"], settings["max_k"])
-log.info("%s on %s: %d tokens, %d sentences", trace, model.device, len(ids), len(spans))
-with tqdm(total=len(spans), desc="suppressed sentences") as bar:
-    result = suppression_matrix(
-        model,
-        ids,
-        spans,
-        kl,
-        heads=heads,
-        batch_size=settings["batch_size"],
-        query_block=settings["query_block"],
-        max_tokens=settings["max_tokens"],
-        progress=bar.update,
+common = {"stage": "suppression", "params": settings, "model": model_signature(spec)}
+common["code"] = package_digest()
+common["heads"] = file_digest(snakemake.input.heads) if snakemake.input.heads else None
+keys = {
+    trace: result_key(
+        {
+            **common,
+            "trace": trace,
+            "tokens": file_digest(tokens_files[trace]),
+            "text": hashlib.sha256(records[trace]["full_cot"].encode()).hexdigest(),
+        }
     )
-metadata = {
-    "trace": trace,
-    "model": model_metadata(spec),
-    "token_rule": tokens["rule"],
-    "n_tokens": result.n_tokens,
-    "n_tokens_full": len(ids),
-    "n_sentences": len(spans),
-    "n_not_suppressed": int((~result.suppressed).sum()),
-    "heads": settings["heads"],
-    "head_pairs": [] if heads is None else receivers[["layer", "head"]].to_numpy().tolist(),
-    "batch_size_used": result.batch_size,
-    "query_block_used": result.query_block,
-    "n_oom_retries": result.n_oom_retries,
-    "conventions": CONVENTIONS,
-    "params": settings,
+    for trace in traces
 }
-write_npz(snakemake.output[0], metadata, **result_arrays(result))
+loaded = {}
+
+
+def compute(trace: str, path: Path) -> None:
+    if not loaded:
+        loaded["model"], loaded["tokenizer"] = load_model(spec)
+    model, tokenizer = loaded["model"], loaded["tokenizer"]
+    tokens = read_json(tokens_files[trace])
+    ids, spans = trace_inputs(tokenizer, records[trace], tokens)
+    heads = suppression_heads(model, settings["heads"], receivers)
+    log.info("%s on %s: %d tokens, %d sentences", trace, model.device, len(ids), len(spans))
+    with tqdm(total=len(spans), desc="suppressed sentences") as bar:
+        result = suppression_matrix(
+            model,
+            ids,
+            spans,
+            kl,
+            heads=heads,
+            batch_size=settings["batch_size"],
+            query_block=settings["query_block"],
+            max_tokens=settings["max_tokens"],
+            progress=bar.update,
+        )
+    metadata = {
+        "trace": trace,
+        "model": model_metadata(spec),
+        "token_rule": tokens["rule"],
+        "n_tokens": result.n_tokens,
+        "n_tokens_full": len(ids),
+        "n_sentences": len(spans),
+        "n_not_suppressed": int((~result.suppressed).sum()),
+        "heads": settings["heads"],
+        "head_pairs": [] if heads is None else receivers[["layer", "head"]].to_numpy().tolist(),
+        "batch_size_used": result.batch_size,
+        "query_block_used": result.query_block,
+        "n_oom_retries": result.n_oom_retries,
+        "conventions": CONVENTIONS,
+        "params": settings,
+    }
+    write_npz(path, metadata, **result_arrays(result))
+    log.info(
+        "%s: log_kl %s, %d not suppressed", trace, result.log_kl.shape, metadata["n_not_suppressed"]
+    )
+
+
+def loads(path: Path) -> bool:
+    try:
+        read_npz(path)
+    except Exception:
+        return False
+    return True
+
+
+origin = run_shard(
+    traces, keys, snakemake.output[0], snakemake.params.store, compute, loads, log=log.info
+)
 log.info(
-    "wrote log_kl %s, %d sentences not suppressed",
-    result.log_kl.shape,
-    metadata["n_not_suppressed"],
+    "shard %s: %d traces, %d computed, %d from the store",
+    snakemake.wildcards.shard,
+    len(traces),
+    sum(v == "computed" for v in origin.values()),
+    sum(v == "stored" for v in origin.values()),
 )

@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from anchorflow.gpu_slots import assign_gpus
 from anchorflow.io import read_json, read_tsv, write_tsv
 from anchorflow.models import load_model
 from anchorflow.rollouts import get_record
@@ -21,6 +22,7 @@ from anchorflow.suppression import (
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
+log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))))
 torch.set_num_threads(snakemake.threads)
 spec = snakemake.params.model
 settings = snakemake.params.settings

@@ -42,8 +42,9 @@ COPY_IGNORE = shutil.ignore_patterns(
 )
 
 # Result files that legitimately differ between runs: logs, benchmark and timing records, the
+# result store of the sharded model stages (keyed by model file times), the
 # HTML report (embeds run dates).
-VOLATILE_DIRS = {"logs", "benchmarks"}
+VOLATILE_DIRS = {"logs", "benchmarks", "store"}
 VOLATILE_SUFFIXES = (".log", ".html", ".zip")
 FIGURE_SUFFIXES = (".png", ".pdf")
 

@@ -28,6 +28,15 @@ def test_shipped_configs_are_valid(name: str) -> None:
     assert config["sentences"]["whitebox_variant"] == "head"
 
 
+@pytest.mark.parametrize("overlay", ["config/slurm-shards.yaml", "config/paper-parity.yaml"])
+def test_shipped_overlays_merge_into_a_valid_config(overlay: str) -> None:
+    from snakemake.utils import update_config
+
+    config = load("config.yaml")
+    update_config(config, load(overlay))
+    validate_config(config, SCHEMA)
+
+
 def test_defaults_are_filled_in() -> None:
     config = load("demo/config.yaml")
     del config["sentences"]
