@@ -3,7 +3,7 @@
 Both runs start from a fresh copy of the workflow, in one invocation on this machine: wall time
 of the whole DAG, CPU time of snakemake and every job, the summed wall and CPU time of the model
 jobs (from their benchmark files), the number of model loads (transformers' "Loading weights"
-in the model jobs' logs) and whether the two runs' result files are identical (the shard folders,
+progress lines in the model jobs' logs) and whether the two runs' result files are identical (the shard folders,
 the result store, the grouped generation files and the config record excepted). Prints a
 Markdown table and the ratios.
 
@@ -69,10 +69,11 @@ def run(copy: Path, overlay: dict | None, cores: int) -> dict:
     jobs = []
     for rule in MODEL_RULES:
         for path in (results / "benchmarks" / rule).rglob("*.tsv"):
-            jobs.append(pd.read_csv(path, sep="\t").iloc[-1].assign(rule=rule))
+            jobs.append({**pd.read_csv(path, sep="\t").iloc[-1].to_dict(), "rule": rule})
     frame = pd.DataFrame(jobs)
+    # One load prints one progress line (its 0 % and 100 % states joined by carriage returns).
     loads = sum(
-        path.read_text(errors="replace").count("Loading weights")
+        sum("Loading weights" in line for line in path.read_text(errors="replace").splitlines())
         for rule in MODEL_RULES
         for path in (results / "logs" / rule).rglob("*.log")
     )
