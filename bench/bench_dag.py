@@ -3,9 +3,9 @@
 Both runs start from a fresh copy of the workflow, in one invocation on this machine: wall time
 of the whole DAG, CPU time of snakemake and every job, the summed wall and CPU time of the model
 jobs (from their benchmark files), the number of model loads (transformers' "Loading weights"
-progress lines in the model jobs' logs) and whether the two runs' result files are identical (the shard folders,
-the result store, the grouped generation files and the config record excepted). Prints a
-Markdown table and the ratios.
+progress lines in the model jobs' logs) and whether the two runs' result files are identical
+(the shard folders, the result store, the grouped generation files and the config record
+excepted). Prints a Markdown table and the ratios.
 
     python bench/bench_dag.py [--cores 2]
 """

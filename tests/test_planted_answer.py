@@ -62,7 +62,7 @@ def receivers_analysis(model, tokenizer, records):
     return ranked, vertical
 
 
-@pytest.mark.parametrize(("layer", "head", "seed"), [(2, 1, 0), (1, 3, 5)])
+@pytest.mark.parametrize(("layer", "head", "seed"), [(2, 1, 0), (1, 3, 5), (3, 0, 2)])
 def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, layer, head, seed):
     import pandas as pd
 
@@ -126,7 +126,7 @@ def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, la
         return np.mean([s["correct"] and s["finished"] for s in scored]), rows
 
     ablation = conditions["ablation"]
-    baseline, base_rows = accuracy("ablation", "baseline", ablation["baseline"])
+    baseline, _ = accuracy("ablation", "baseline", ablation["baseline"])
     assert baseline >= 0.8
     assert accuracy("ablation", "top1_zero", ablation["top1_zero"])[0] <= 0.2
     random = [
@@ -135,8 +135,9 @@ def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, la
     ]
     assert abs(np.mean(random) - baseline) <= 0.1
     amplification = conditions["amplification"]
-    noop, noop_rows = accuracy("amplification", "top1_x1", amplification["top1_x1"])
-    assert [r["text"] for r in noop_rows] == [r["text"] for r in base_rows]
+    _, amplification_rows = accuracy("amplification", "baseline", amplification["baseline"])
+    _, noop_rows = accuracy("amplification", "top1_x1", amplification["top1_x1"])
+    assert [r["text"] for r in noop_rows] == [r["text"] for r in amplification_rows]
     assert accuracy("amplification", "top1_x10", amplification["top1_x10"])[0] < baseline
 
     scores = pd.DataFrame(
