@@ -53,9 +53,13 @@ rule attention_file:
         attention_shard_folder,
     output:
         f"{RESULTS}/attention/{{model}}/{{trace}}.npz",
+    log:
+        f"{RESULTS}/logs/attention_file/{{model}}/{{trace}}.log",
     localrule: True
+    conda:
+        "../envs/data.yaml"
     shell:
-        "cp {input}/{wildcards.trace}.npz {output}"
+        "cp {input}/{wildcards.trace}.npz {output} 2> {log}"
 
 
 rule attention_all:

@@ -10,7 +10,10 @@ def model_traces(model):
 
 def model_attention_files(wildcards):
     """Every trace's attention file of the job's model."""
-    return [attention_file(wildcards.model, trace) for trace in model_traces(wildcards.model)]
+    return [
+        attention_file(wildcards.model, trace)
+        for trace in model_traces(wildcards.model)
+    ]
 
 
 def model_sentence_files(wildcards):

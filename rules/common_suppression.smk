@@ -9,7 +9,9 @@ def suppression_file(model, trace):
 
 def suppression_shard_folder(wildcards):
     """The shard folder that holds the job's trace's suppression matrix."""
-    return shard_folder("suppression", wildcards.model, wildcards.trace, SUPPRESSION_SHARDS)
+    return shard_folder(
+        "suppression", wildcards.model, wildcards.trace, SUPPRESSION_SHARDS
+    )
 
 
 def suppression_traces(model):

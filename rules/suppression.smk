@@ -31,9 +31,13 @@ rule suppression_file:
         suppression_shard_folder,
     output:
         f"{RESULTS}/suppression/{{model}}/{{trace}}.npz",
+    log:
+        f"{RESULTS}/logs/suppression_file/{{model}}/{{trace}}.log",
     localrule: True
+    conda:
+        "../envs/data.yaml"
     shell:
-        "cp {input}/{wildcards.trace}.npz {output}"
+        "cp {input}/{wildcards.trace}.npz {output} 2> {log}"
 
 
 rule figure6:
