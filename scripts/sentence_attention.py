@@ -1,17 +1,24 @@
 """Rule sentence_attention: one shard of traces -> each trace's vertical scores of every head
 (streamed attention), with one model load."""
 
-import hashlib
+import functools
 from pathlib import Path
 
 import torch
 
 from anchorflow.attention import trace_attention
 from anchorflow.gpu_slots import assign_gpus
-from anchorflow.io import read_json, read_npz, write_npz
+from anchorflow.io import read_json, write_npz
 from anchorflow.models import load_model, model_metadata
 from anchorflow.rollouts import get_record
-from anchorflow.shards import file_digest, model_signature, package_digest, result_key, run_shard
+from anchorflow.shards import (
+    model_signature,
+    npz_loads,
+    package_digest,
+    run_shard,
+    trace_keys,
+    traces_by_tokens_file,
+)
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
@@ -19,10 +26,7 @@ log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))
 torch.set_num_threads(snakemake.threads)
 spec = snakemake.params.model
 traces = list(snakemake.params.traces)
-tokens_files = dict(zip(traces, snakemake.input.tokens, strict=True))
-for trace, path in tokens_files.items():
-    if Path(path).stem != trace:
-        raise ValueError(f"tokens file {path} does not belong to trace {trace}")
+tokens_files = traces_by_tokens_file(traces, snakemake.input.tokens)
 records = {trace: get_record(snakemake.input.records, spec["rollouts"], trace) for trace in traces}
 parameters = {
     "query_block": snakemake.params.query_block,
@@ -32,24 +36,13 @@ parameters = {
 }
 common = {"stage": "attention", "params": parameters, "model": model_signature(spec)}
 common["code"] = package_digest()
-keys = {
-    trace: result_key(
-        {
-            **common,
-            "trace": trace,
-            "tokens": file_digest(tokens_files[trace]),
-            "text": hashlib.sha256(records[trace]["full_cot"].encode()).hexdigest(),
-        }
-    )
-    for trace in traces
-}
-loaded = {}
+texts = {trace: record["full_cot"] for trace, record in records.items()}
+keys = trace_keys(common, tokens_files, texts)
+model_and_tokenizer = functools.cache(lambda: load_model(spec))
 
 
 def compute(trace: str, path: Path) -> None:
-    if not loaded:
-        loaded["model"], loaded["tokenizer"] = load_model(spec)
-    model, tokenizer = loaded["model"], loaded["tokenizer"]
+    model, tokenizer = model_and_tokenizer()
     tokens = read_json(tokens_files[trace])
     log.info("%s on %s: %d tokens", trace, model.device, tokens["n_tokens"])
     arrays = trace_attention(
@@ -72,16 +65,8 @@ def compute(trace: str, path: Path) -> None:
     write_npz(path, metadata, **arrays)
 
 
-def loads(path: Path) -> bool:
-    try:
-        read_npz(path)
-    except Exception:
-        return False
-    return True
-
-
 origin = run_shard(
-    traces, keys, snakemake.output[0], snakemake.params.store, compute, loads, log=log.info
+    traces, keys, snakemake.output[0], snakemake.params.store, compute, npz_loads, log=log.info
 )
 log.info(
     "shard %s: %d traces, %d computed, %d from the store",

@@ -1,17 +1,25 @@
 """Rule suppression_matrix: one shard of traces -> each trace's sentence-to-sentence suppression
 KL matrix, with one model load."""
 
-import hashlib
+import functools
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from anchorflow.gpu_slots import assign_gpus
-from anchorflow.io import read_json, read_npz, read_tsv, write_npz
+from anchorflow.io import read_json, read_tsv, write_npz
 from anchorflow.models import load_model, model_metadata
 from anchorflow.rollouts import get_record
-from anchorflow.shards import file_digest, model_signature, package_digest, result_key, run_shard
+from anchorflow.shards import (
+    file_digest,
+    model_signature,
+    npz_loads,
+    package_digest,
+    run_shard,
+    trace_keys,
+    traces_by_tokens_file,
+)
 from anchorflow.suppression import (
     CONVENTIONS,
     KLSettings,
@@ -28,34 +36,20 @@ torch.set_num_threads(snakemake.threads)
 spec = snakemake.params.model
 settings = snakemake.params.settings
 traces = list(snakemake.params.traces)
-tokens_files = dict(zip(traces, snakemake.input.tokens, strict=True))
-for trace, path in tokens_files.items():
-    if Path(path).stem != trace:
-        raise ValueError(f"tokens file {path} does not belong to trace {trace}")
+tokens_files = traces_by_tokens_file(traces, snakemake.input.tokens)
 records = {trace: get_record(snakemake.input.records, spec["rollouts"], trace) for trace in traces}
 receivers = read_tsv(snakemake.input.heads) if snakemake.input.heads else None
 kl = KLSettings(settings["kl_mode"], settings["temperature"], settings["top_p"], settings["max_k"])
 common = {"stage": "suppression", "params": settings, "model": model_signature(spec)}
 common["code"] = package_digest()
 common["heads"] = file_digest(snakemake.input.heads) if snakemake.input.heads else None
-keys = {
-    trace: result_key(
-        {
-            **common,
-            "trace": trace,
-            "tokens": file_digest(tokens_files[trace]),
-            "text": hashlib.sha256(records[trace]["full_cot"].encode()).hexdigest(),
-        }
-    )
-    for trace in traces
-}
-loaded = {}
+texts = {trace: record["full_cot"] for trace, record in records.items()}
+keys = trace_keys(common, tokens_files, texts)
+model_and_tokenizer = functools.cache(lambda: load_model(spec))
 
 
 def compute(trace: str, path: Path) -> None:
-    if not loaded:
-        loaded["model"], loaded["tokenizer"] = load_model(spec)
-    model, tokenizer = loaded["model"], loaded["tokenizer"]
+    model, tokenizer = model_and_tokenizer()
     tokens = read_json(tokens_files[trace])
     ids, spans = trace_inputs(tokenizer, records[trace], tokens)
     heads = suppression_heads(model, settings["heads"], receivers)
@@ -94,16 +88,8 @@ def compute(trace: str, path: Path) -> None:
     )
 
 
-def loads(path: Path) -> bool:
-    try:
-        read_npz(path)
-    except Exception:
-        return False
-    return True
-
-
 origin = run_shard(
-    traces, keys, snakemake.output[0], snakemake.params.store, compute, loads, log=log.info
+    traces, keys, snakemake.output[0], snakemake.params.store, compute, npz_loads, log=log.info
 )
 log.info(
     "shard %s: %d traces, %d computed, %d from the store",

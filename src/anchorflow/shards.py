@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from anchorflow.io import atomic_path
+from anchorflow.io import atomic_path, read_npz
 
 
 def shard_of(item: str, n_shards: int) -> int:
@@ -84,6 +84,42 @@ def model_signature(spec: Mapping[str, Any]) -> dict[str, Any]:
             if f.is_file()
         ]
     return signature
+
+
+def traces_by_tokens_file(traces: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
+    """``{trace: tokens file}``, checking that each file is named after its trace."""
+    files = dict(zip(traces, paths, strict=True))
+    for trace, path in files.items():
+        if Path(path).stem != trace:
+            raise ValueError(f"tokens file {path} does not belong to trace {trace}")
+    return files
+
+
+def trace_keys(
+    common: Mapping[str, Any], tokens_files: Mapping[str, str], texts: Mapping[str, str]
+) -> dict[str, str]:
+    """Each trace's :func:`result_key`: ``common`` (stage, parameters, model, code) plus the
+    trace id, the digest of its tokens file and of its text."""
+    return {
+        trace: result_key(
+            {
+                **common,
+                "trace": trace,
+                "tokens": file_digest(path),
+                "text": hashlib.sha256(texts[trace].encode("utf-8")).hexdigest(),
+            }
+        )
+        for trace, path in tokens_files.items()
+    }
+
+
+def npz_loads(path: Path) -> bool:
+    """Whether a stored ``.npz`` result reads back (a store entry's validity check)."""
+    try:
+        read_npz(path)
+    except Exception:
+        return False
+    return True
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
