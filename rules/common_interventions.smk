@@ -18,16 +18,30 @@ def intervention_rollouts(wildcards):
     return model_rollouts(wildcards.model)
 
 
-def selected_problems_input(wildcards):
-    return {"selected": "resources/selected_problems.json"}
+def intervention_problem_source(wildcards):
+    """The problem source's file (and the model, when candidates are sampled at baseline)."""
+    section = INTERVENTIONS["problems"]
+    inputs = {
+        "generated": {"generated": section["path"]},
+        "selected": {"selected": "resources/selected_problems.json"},
+        "records": {"records": rules.acquire_rollouts.output.records},
+        "hub": {},
+    }[section["source"]]
+    if section["selection_samples"]:
+        inputs["model"] = model_files(wildcards)
+    return inputs
 
 
-# Where the accuracy experiments' problems come from (records or the selected list).
-intervention_problem_inputs = branch(
-    lookup(dpath="problems/source", within=INTERVENTIONS) == "selected",
-    then=selected_problems_input,
-    otherwise={},
-)
+def problem_selection_gpu(wildcards):
+    """GPUs of the problem-selection job: the generation jobs' when it samples, else none."""
+    return resource("interventions", "gpu") if INTERVENTIONS["problems"]["selection_samples"] else 0
+
+
+def intervention_problems_input(wildcards):
+    """The chosen problems, for the experiments that sample them (not patching, counterfactual)."""
+    if wildcards.experiment in ("amplification", "ablation"):
+        return {"problems": f"{RESULTS}/interventions/{wildcards.model}/problems/problems.json"}
+    return {}
 
 
 def uses_mean_op(wildcards):
@@ -43,21 +57,32 @@ def head_means_input(wildcards):
 intervention_means_input = branch(uses_mean_op, then=head_means_input, otherwise={})
 
 
+DECODING_KEYS = (
+    "prompt_format",
+    "instruction",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "batch_size",
+    "seed",
+    "paired_seeds",
+)
+
+
+def intervention_problem_params(wildcards):
+    """What the problem choice depends on: the problems section, decoding and the extractor."""
+    return {
+        **{key: INTERVENTIONS[key] for key in DECODING_KEYS},
+        "extractor": INTERVENTIONS["extractor"],
+        "problems": INTERVENTIONS["problems"],
+    }
+
+
 def intervention_generation_params(wildcards):
     """Everything a generation job depends on (its experiment's section and the decoding)."""
-    keys = (
-        "prompt_format",
-        "temperature",
-        "top_p",
-        "max_new_tokens",
-        "batch_size",
-        "seed",
-        "paired_seeds",
-        "conditions_per_job",
-    )
-    shared = {key: INTERVENTIONS[key] for key in keys}
     return {
-        **shared,
+        **{key: INTERVENTIONS[key] for key in DECODING_KEYS},
+        "conditions_per_job": INTERVENTIONS["conditions_per_job"],
         "problems": INTERVENTIONS["problems"],
         "experiment": INTERVENTIONS[wildcards.experiment],
     }
@@ -130,7 +155,12 @@ def interventions_targets(wildcards):
         ],
         "patching": [f"{out}/patching/patching.tsv", f"{out}/patching/patching.png"],
     }
-    paths = [f"{out}/head_means.npz"]
+    uses_means = any(
+        INTERVENTIONS[experiment].get("op") == "mean" for experiment in INTERVENTION_CONDITIONS
+    )
+    paths = [f"{out}/head_means.npz"] if uses_means else []
+    if {"amplification", "ablation"} & set(INTERVENTION_CONDITIONS):
+        paths.append(f"{out}/problems/selection.tsv")
     for experiment in INTERVENTION_CONDITIONS:
         paths += targets[experiment]
         if experiment in ACCURACY_EXPERIMENTS:

@@ -20,6 +20,35 @@ rule intervention_conditions:
         "../scripts/intervention_conditions.py"
 
 
+rule intervention_problems:
+    input:
+        unpack(intervention_problem_source),
+    output:
+        problems=f"{RESULTS}/interventions/{{model}}/problems/problems.json",
+        selection=report(
+            f"{RESULTS}/interventions/{{model}}/problems/selection.tsv",
+            caption="../report/interventions_problems.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+    log:
+        f"{RESULTS}/logs/intervention_problems/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/intervention_problems/{{model}}.tsv"
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        gpu=problem_selection_gpu,
+        mem_mb=resource("interventions", "mem_mb"),
+        runtime=resource("interventions", "runtime"),
+    params:
+        generation=intervention_problem_params,
+        model=model_params,
+        rollouts=intervention_rollouts,
+    script:
+        "../scripts/intervention_problems.py"
+
+
 rule intervention_head_means:
     input:
         records=rules.acquire_rollouts.output.records,
@@ -47,7 +76,7 @@ rule intervention_head_means:
 
 rule intervention_generate:
     input:
-        unpack(intervention_problem_inputs),
+        unpack(intervention_problems_input),
         unpack(intervention_means_input),
         conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
         records=rules.acquire_rollouts.output.records,

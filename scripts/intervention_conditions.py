@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig
 
-from anchorflow.generation import select_problems
+from anchorflow.generation import patching_problems
 from anchorflow.interventions import build_conditions
 from anchorflow.io import read_tsv, write_json
 from anchorflow.models import _location
@@ -45,15 +45,13 @@ params = {
 }
 sentences = []
 if section["patching"]["enabled"]:
-    problems = select_problems(
-        section["problems"]["source"],
+    problems = patching_problems(
         [
             r
             for r in read_records(snakemake.input.records)
             if r["rollouts"] == snakemake.params.rollouts
         ],
-        n_problems=section["problems"]["n_problems"],
-        prefix="reasoning",
+        section["patching"]["traces"],
     )
     conditions["patching"], chosen = patching_conditions(
         section, read_tsv(snakemake.input.scores), problems

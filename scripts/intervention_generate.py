@@ -25,11 +25,16 @@ if "head_means" in snakemake.input.keys():
     head_means = read_npz(snakemake.input.head_means)[0]["means"]
 # SDPA for generation (eager is kept for the attention stages, which read the weights).
 model, tokenizer = load_model(snakemake.params.model, attn_implementation="sdpa")
-selected = read_json(snakemake.input.selected) if "selected" in snakemake.input.keys() else []
+problems = []
+if "problems" in snakemake.input.keys():
+    problems = read_json(snakemake.input.problems)["problems"]
 records = read_records(snakemake.input.records)
 n_shards = params["experiment"]["shards"]
 settings = SamplingSettings(
-    params["temperature"], params["top_p"], params["max_new_tokens"], params["batch_size"]
+    params["temperature"],
+    params["top_p"],
+    params["experiment"].get("max_new_tokens") or params["max_new_tokens"],
+    params["batch_size"],
 )
 patch = None
 if experiment == "patching":
@@ -41,7 +46,7 @@ rows, examples = [], {}
 for condition in group:
     spec = conditions[condition]
     items = experiment_items(
-        experiment, params, condition, tokenizer, records, selected, snakemake.params.rollouts, spec
+        experiment, params, condition, tokenizer, problems, records, snakemake.params.rollouts, spec
     )
     items = shard(items, int(wildcards.shard), n_shards)
     interventions = specs_from_json(spec.get("interventions", []))

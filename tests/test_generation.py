@@ -14,12 +14,14 @@ from anchorflow.generation import (
     experiment_items,
     generate,
     nucleus_probabilities,
+    patching_problems,
     problem_items,
-    select_problems,
+    samples_per_problem,
     sentence_span,
     shard,
 )
 from anchorflow.interventions import HeadIntervention, stable_seed
+from anchorflow.problem_sets import record_problems
 from anchorflow.tiny_models import (
     FAMILIES,
     random_causal_lm,
@@ -101,35 +103,6 @@ def test_seeds_are_stable_and_distinct():
     assert all(0 <= seed < 2**63 for seed in seeds)
 
 
-SELECTED = [
-    {"problem_idx": "problem_1", "problem": "P1", "gt_answer": "1", "accuracy": 0.5},
-    {"problem_idx": "problem_2", "problem": "P2", "gt_answer": "2", "accuracy": 0.9},
-    {"problem_idx": "problem_3", "problem": "P3", "gt_answer": "", "accuracy": 0.5},
-    {"problem_idx": "problem_4", "problem": "P4", "gt_answer": "4", "accuracy": 0.25},
-]
-
-
-def test_select_problems_filters_and_counts():
-    chosen = select_problems("selected", selected=SELECTED, accuracy_min=0.25, accuracy_max=0.75)
-    assert [p["problem"] for p in chosen] == [1, 4]
-    with pytest.raises(ValueError, match="only 2"):
-        select_problems(
-            "selected", selected=SELECTED, accuracy_min=0.25, accuracy_max=0.75, n_problems=3
-        )
-    records = [
-        _record(7, "incorrect", "Q", "3", ["Wrong."]),
-        _record(5, "correct", "R", "9", ["Nine."]),
-        _record(7, "correct", "Q", "3", ["Right."]),
-    ]
-    chosen = select_problems("records", records=records, prefix="reasoning")
-    assert [(p["problem"], p["trace"], p["chunks"]) for p in chosen] == [
-        (5, "5_correct", ["Nine."]),
-        (7, "7_correct", ["Right."]),
-    ]
-    with pytest.raises(ValueError, match="needs problems.source 'records'"):
-        select_problems("selected", selected=SELECTED, prefix="reasoning")
-
-
 def _record(problem, correctness, text, answer, chunks, level=""):
     return {
         "rollouts": "r",
@@ -175,31 +148,41 @@ def _params(paired: bool) -> dict:
 
 
 RECORDS = [_record(7, "correct", "Q", "3", ["One step.", "Two steps."], "Level 2")]
+PROBLEMS = record_problems(RECORDS)
 
 
 def test_experiment_items_paired_and_unpaired_seeds():
-    paired = [experiment_items("ablation", _params(True), c, None, RECORDS) for c in "ab"]
-    unpaired = [experiment_items("ablation", _params(False), c, None, RECORDS) for c in "ab"]
+    paired = [experiment_items("ablation", _params(True), c, None, PROBLEMS) for c in "ab"]
+    unpaired = [experiment_items("ablation", _params(False), c, None, PROBLEMS) for c in "ab"]
     assert [i.seed for i in paired[0]] == [i.seed for i in paired[1]]
     assert not {i.seed for i in unpaired[0]} & {i.seed for i in unpaired[1]}
-    assert paired[0][0].meta == {"problem": 7, "sample": 0, "gt_answer": "3", "level": "Level 2"}
+    assert paired[0][0].meta == {
+        "problem": 7,
+        "sample": 0,
+        "gt_answer": "3",
+        "level": "Level 2",
+        "thinks": True,
+    }
     assert paired[0][0].prompt == build_prompt("Q", "raw")
 
 
 def test_reasoning_prefix_and_patch_spans():
     params = _params(True)
     params["problems"]["prefix"] = "reasoning"
-    items = experiment_items("ablation", params, "a", None, RECORDS)
+    items = experiment_items("ablation", params, "a", None, PROBLEMS)
     assert items[0].prompt == build_prompt("Q", "raw") + "One step. Two steps."
-    spec = {"sentences": {"7_correct": 1}}
+    spec = {"kind": "anchor", "sentences": {"7_correct": 1}}
     patched = experiment_items(
-        "patching", _params(True), "anchor", None, RECORDS, condition_spec=spec
+        "patching", _params(True), "anchor", None, records=RECORDS, condition_spec=spec
     )
     start, end = patched[0].meta["patch_span"]
     assert patched[0].prompt[start:end] == "Two steps."
     assert patched[0].prompt == items[0].prompt
+    # a problem's samples share one patch seed (one prefill serves them)
+    assert patched[0].meta["patch_seed"] == patched[1].meta["patch_seed"]
+    assert patched[0].seed != patched[1].seed
     unpatched = experiment_items(
-        "patching", _params(True), "baseline", None, RECORDS, condition_spec={}
+        "patching", _params(True), "baseline", None, records=RECORDS, condition_spec={}
     )
     assert "patch_span" not in unpatched[0].meta
     assert sentence_span("P: ", ["A.", "Bb.", "C."], 0) == (3, 5)
@@ -207,7 +190,9 @@ def test_reasoning_prefix_and_patch_spans():
 
 
 def test_experiment_items_counterfactual_prefixes():
-    items = experiment_items("counterfactual", _params(True), "base", None, RECORDS, rollouts="r")
+    items = experiment_items(
+        "counterfactual", _params(True), "base", None, records=RECORDS, rollouts="r"
+    )
     assert [i.item_id for i in items] == [
         "7_correct/0/0",
         "7_correct/0/1",
@@ -217,4 +202,92 @@ def test_experiment_items_counterfactual_prefixes():
     assert items[2].prompt == build_prompt("Q", "raw") + "One step."
     assert items[2].meta["prefix"] == 1
     with pytest.raises(ValueError, match="not among"):
-        experiment_items("counterfactual", _params(True), "base", None, RECORDS, rollouts="x")
+        experiment_items(
+            "counterfactual", _params(True), "base", None, records=RECORDS, rollouts="x"
+        )
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_greedy_decode_loop_equals_transformers_generate(family):
+    """Our loop (shared prefill, finished rows dropped) against ``model.generate``, row by row."""
+    model, tokenizer = tiny(family)
+    settings = SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=12, batch_size=8)
+    items = [GenerationItem(f"{i}/{s}", p, i) for i, p in enumerate(PROMPTS) for s in range(2)]
+    ours = generate(model, tokenizer, items, settings)
+    stop = tokenizer.convert_tokens_to_ids("<eos>")
+    for item, row in zip(items, ours, strict=True):
+        encoded = tokenizer([item.prompt], return_tensors="pt")
+        reference = model.generate(
+            **encoded, do_sample=False, max_new_tokens=12, eos_token_id=stop, pad_token_id=0
+        )[0, encoded["input_ids"].shape[1] :].tolist()
+        stopped = stop in reference
+        kept = reference[: reference.index(stop)] if stopped else reference
+        assert row["text"] == tokenizer.decode(kept, skip_special_tokens=False)
+        assert row["stopped"] == stopped
+        assert row["n_tokens"] == len(kept) + int(stopped)
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others():
+    """A model whose EOS logit is boosted stops some rows after a few tokens; the rows still
+    running give the same tokens as when they run alone."""
+    model, tokenizer = tiny("llama")
+    stop = tokenizer.convert_tokens_to_ids("<eos>")
+    with torch.no_grad():
+        model.lm_head.weight[stop] += 0.35 * model.lm_head.weight.abs().mean()
+    settings = SamplingSettings(temperature=1.0, top_p=1.0, max_new_tokens=16, batch_size=8)
+    items = [GenerationItem(str(i), PROMPTS[i % 4], 50 + i) for i in range(8)]
+    batched = generate(model, tokenizer, items, settings)
+    alone = [generate(model, tokenizer, [item], settings)[0] for item in items]
+    lengths = {row["n_tokens"] for row in batched}
+    assert len(lengths) > 1 and any(row["stopped"] for row in batched)
+    assert [row["text"] for row in batched] == [row["text"] for row in alone]
+
+
+def test_answer_cue_is_prompted_and_recorded_for_the_scorer():
+    params = _params(True)
+    params["experiment"]["answer_cue"] = " So the answer is \\boxed{"
+    patched = experiment_items(
+        "patching", params, "baseline", None, records=RECORDS, condition_spec={}
+    )
+    assert patched[0].prompt.endswith("Two steps. So the answer is \\boxed{")
+    assert patched[0].meta["answer_cue"] == " So the answer is \\boxed{"
+    resampled = experiment_items("counterfactual", params, "b", None, records=RECORDS)
+    assert resampled[2].prompt.endswith("One step. So the answer is \\boxed{")
+    assert resampled[2].meta["answer_cue"] == " So the answer is \\boxed{"
+
+
+def test_random_draws_take_their_first_samples():
+    settings = {"samples_per_problem": 8, "random_samples_per_problem": 2}
+    assert samples_per_problem(settings, {"kind": "random"}) == 2
+    assert samples_per_problem(settings, {"kind": "receivers"}) == 8
+    assert samples_per_problem(settings, {"kind": "baseline"}) == 8
+    assert samples_per_problem({"samples_per_problem": 8}, {"kind": "random"}) == 8
+    params = _params(True)
+    params["experiment"]["random_samples_per_problem"] = 1
+    receivers = experiment_items("ablation", params, "top1", None, PROBLEMS, condition_spec={})
+    random = experiment_items(
+        "ablation", params, "random1", None, PROBLEMS, condition_spec={"kind": "random"}
+    )
+    assert [i.seed for i in random] == [i.seed for i in receivers[:1]]
+
+
+def test_patching_problems_by_trace():
+    records = [
+        _record(7, "incorrect", "Q", "3", ["Wrong."]),
+        _record(5, "correct", "R", "9", ["Nine."]),
+        _record(7, "correct", "Q", "3", ["Right."]),
+    ]
+    assert [p["trace"] for p in patching_problems(records, None)] == ["5_correct", "7_correct"]
+    chosen = patching_problems(records, ["7_incorrect", "5_correct"])
+    assert [(p["trace"], p["chunks"]) for p in chosen] == [
+        ("7_incorrect", ["Wrong."]),
+        ("5_correct", ["Nine."]),
+    ]
+    with pytest.raises(ValueError, match="9_correct"):
+        patching_problems(records, ["9_correct"])
+
+
+def test_instruction_replaces_only_the_problem_placeholder():
+    text = build_prompt("What is {x}?", "raw", instruction="{problem} Put it in \\boxed{}.")
+    assert text == "What is {x}? Put it in \\boxed{}."
+    assert "\\boxed{}. Problem: 1+1? Solution:" in build_prompt("1+1?", "raw")

@@ -17,6 +17,7 @@ from anchorflow.generation import SamplingSettings, experiment_items, generate
 from anchorflow.interventions import build_conditions, specs_from_json
 from anchorflow.models import encode_text, load_model
 from anchorflow.patching import ResidualPatch, patching_conditions
+from anchorflow.problem_sets import record_problems
 from anchorflow.receivers import head_kurtosis, rank_heads, receiver_scores, vertical_scores
 from anchorflow.scoring import score_text
 from anchorflow.sentences import sentence_record, split_solution, token_spans
@@ -112,8 +113,12 @@ def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, la
         "experiment": {"samples_per_problem": 2},
     }
 
+    problems = record_problems(records)
+
     def accuracy(experiment, name, spec, patch=None):
-        items = experiment_items(experiment, params, name, tokenizer, records, condition_spec=spec)
+        items = experiment_items(
+            experiment, params, name, tokenizer, problems, records, condition_spec=spec
+        )
         rows = generate(
             model,
             tokenizer,

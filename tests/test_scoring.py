@@ -15,6 +15,8 @@ from anchorflow.scoring import (
     extract_answer,
     markdown_table,
     normalize_latex,
+    opens_thinking,
+    score_rows,
     score_text,
     summarise,
     wilson_interval,
@@ -168,3 +170,41 @@ def test_real_selected_problems_answers():
     ]
     assert missed == []
     assert accepted == [("problem_6940", "y = \\dfrac{x^2}{4} - 1")]
+
+
+def test_number_extractor_takes_the_last_box_else_the_last_number():
+    assert extract_answer("So 3 + 4 = 7.", "number") == "7"
+    assert extract_answer("Total: 1,234 apples, not 12.5", "number") == "12.5"
+    assert extract_answer("We get 1,234 apples.", "number") == "1234"
+    assert extract_answer("It is -5, since 2 - 7 = -5.", "number") == "-5"
+    assert extract_answer("\\boxed{42} and then 7", "number") == "42"
+    assert extract_answer("The answer is \\boxed{}. So 9.", "number") == "9"
+    assert extract_answer("no digits here", "number") is None
+    assert extract_answer("So 7.", "last") is None
+    with pytest.raises(ValueError, match="extractor"):
+        extract_answer("x", "middle")
+
+
+def test_score_rows_reads_the_answer_cue_before_the_text():
+    rows = [
+        {"text": "120} because", "gt_answer": "120", "stopped": True, "answer_cue": "is \\boxed{"},
+        {"text": "The sum is 7.", "gt_answer": "7", "stopped": False},
+    ]
+    settings = {"min_repeats": 3, "max_period": 8, "min_chars": 12}
+    boxed, unboxed = score_rows(rows, "number", settings)
+    assert boxed["answer"] == "120" and boxed["correct"] and boxed["boxed"]
+    assert not boxed["no_box"] and boxed["answer_cue"] == "is \\boxed{"
+    assert unboxed["answer"] == "7" and unboxed["correct"]
+    assert not unboxed["boxed"] and unboxed["no_box"] and unboxed["unfinished"]
+
+
+def test_finished_means_think_closed_or_stopped_when_no_thinking_was_opened():
+    assert opens_thinking("Problem: x Solution: \n<think>\n")
+    assert not opens_thinking("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n")
+    assert not opens_thinking("<think>a</think> answer")
+    rows = [
+        {"text": "4", "gt_answer": "4", "stopped": True, "thinks": False},
+        {"text": "4", "gt_answer": "4", "stopped": False, "thinks": False},
+        {"text": "4", "gt_answer": "4", "stopped": True},
+    ]
+    assert [row["finished"] for row in score_rows(rows, "number")] == [True, False, False]

@@ -4,12 +4,15 @@ placement (the session's demo run) and for a second planted (layer, head, seed).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from conftest import DEMO_CONFIG, WorkflowCopy, copy_workflow, run_snakemake
+
+from anchorflow.intervention_checks import check_run, merged_config
 
 pytestmark = pytest.mark.slow
 MODEL = "demo-qwen2"
@@ -55,6 +58,26 @@ def check_targets(results: Path, layer: int, head: int) -> None:
     assert set(strata["stratum_rule"]) == {"level"} and strata["stratum"].nunique() >= 2
     controls = tsv(results, "counterfactual/controls.tsv").set_index("kind")
     assert controls.loc["random", "n_conditions"] >= 10
+
+
+def test_demo_run_tables_are_complete(demo_baseline: WorkflowCopy) -> None:
+    """The completeness check CI runs on the real tier passes on the demo run, and fails when a
+    condition loses a generation."""
+    config = merged_config(["demo/config.yaml"], demo_baseline.root)
+    assert check_run(config, demo_baseline.root) == []
+    scored = demo_baseline.results / "interventions" / MODEL / "ablation" / "accuracy.tsv"
+    table = pd.read_csv(scored, sep="\t")
+    table.loc[table["condition"] == "top1_zero", "n"] -= 1
+    damaged = demo_baseline.root / "damaged"
+    folder = damaged / "results" / "demo"
+    shutil.copytree(demo_baseline.results, folder)
+    for name in ("config.yaml", "schemas", "demo"):
+        source = demo_baseline.root / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, damaged / name)
+    table.to_csv(
+        folder / "interventions" / MODEL / "ablation" / "accuracy.tsv", sep="\t", index=False
+    )
+    assert check_run(config, damaged) == ["ablation: top1_zero has n = 39 < 40"]
 
 
 def test_demo_run_meets_the_planted_targets(demo_baseline: WorkflowCopy) -> None:

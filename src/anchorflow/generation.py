@@ -1,11 +1,11 @@
 """Batched generation with head interventions (method reference §2.2, §9.8, §10.2).
 
-Sampling is done per row: a logits processor applies temperature and top-p and draws the
-next token of row ``i`` with row ``i``'s own ``torch.Generator`` (seeded from a stable hash
-of problem, sample and condition), then hands ``generate`` a one-hot score so its greedy step
-picks exactly that token. A row's tokens therefore depend on its own seed and logits only,
-not on which other prompts share its batch. Left padding and the KV cache are the ordinary
-``generate`` machinery; the intervention hooks stay installed for prefill and every step.
+Sampling is done per row: temperature and top-p are applied to row ``i``'s logits and its
+next token is drawn with row ``i``'s own ``torch.Generator`` (seeded from a stable hash of
+problem, sample and condition). A row's tokens therefore depend on its own seed and logits
+only, not on which other prompts share its batch. The decode loop is ours (a KV cache, left
+padding): each distinct prompt is prefilled once and shared by its samples, and finished rows
+leave the batch; the intervention hooks stay installed for prefill and every step.
 """
 
 from __future__ import annotations
@@ -19,33 +19,43 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache
 
 from anchorflow.interventions import HeadIntervention, apply_interventions, stable_seed
 from anchorflow.patching import ResidualPatch, apply_residual_patch, sentence_token_mask
+from anchorflow.problem_sets import record_problems
+from anchorflow.scoring import opens_thinking
 
 PAPER_PROMPT = (
-    "Solve this math problem step by step. You MUST put your final answer in \\boxed{{}}. "
+    "Solve this math problem step by step. You MUST put your final answer in \\boxed{}. "
     "Problem: {problem} Solution: \n<think>\n"
 )
 CHAT_INSTRUCTION = (
-    "Solve this math problem step by step. You MUST put your final answer in \\boxed{{}}. "
+    "Solve this math problem step by step. You MUST put your final answer in \\boxed{}. "
     "Problem: {problem}"
 )
 PROMPT_FORMATS = ("raw", "chat")
 
 
-def build_prompt(problem: str, prompt_format: str, tokenizer: Any = None) -> str:
+def build_prompt(
+    problem: str, prompt_format: str, tokenizer: Any = None, instruction: str | None = None
+) -> str:
     """The prompt text: ``raw`` = the dataset's completion prompt (no chat template);
-    ``chat`` = the instruction rendered with the tokenizer's chat template."""
+    ``chat`` = the instruction rendered with the tokenizer's chat template. ``instruction``
+    replaces the format's default text; its ``{problem}`` is replaced by the problem (other
+    braces, as in ``\\boxed{}``, are kept)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(
+            f"unknown prompt format {prompt_format!r}; expected one of {PROMPT_FORMATS}"
+        )
+    default = PAPER_PROMPT if prompt_format == "raw" else CHAT_INSTRUCTION
+    text = (instruction or default).replace("{problem}", problem)
     if prompt_format == "raw":
-        return PAPER_PROMPT.format(problem=problem)
-    if prompt_format == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("prompt format 'chat' needs a tokenizer with a chat template")
-        messages = [{"role": "user", "content": CHAT_INSTRUCTION.format(problem=problem)}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    raise ValueError(f"unknown prompt format {prompt_format!r}; expected one of {PROMPT_FORMATS}")
+        return text
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("prompt format 'chat' needs a tokenizer with a chat template")
+    messages = [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 @dataclass(frozen=True)
@@ -85,31 +95,24 @@ def nucleus_probabilities(scores: torch.Tensor, temperature: float, top_p: float
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
-class PerRowSampler(LogitsProcessor):
-    """Draw each row's next token with that row's generator; return one-hot scores."""
-
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
-        self.seeds = list(seeds)
-        self.temperature = temperature
-        self.top_p = top_p
-        self.generators: list[torch.Generator] | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
-        if scores.shape[0] != len(self.seeds):
-            raise ValueError(f"{scores.shape[0]} rows but {len(self.seeds)} seeds")
-        if self.generators is None:
-            self.generators = [
-                torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds
-            ]
-        probs = nucleus_probabilities(scores, self.temperature, self.top_p)
-        chosen = torch.stack(
-            [
-                torch.multinomial(probs[row], 1, generator=generator)[0]
-                for row, generator in enumerate(self.generators)
-            ]
-        )
-        one_hot = torch.full_like(scores, float("-inf"))
-        return one_hot.scatter(-1, chosen[:, None], 0.0)
+def sample_next_tokens(
+    logits: torch.Tensor,
+    generators: Sequence[torch.Generator] | None,
+    temperature: float,
+    top_p: float,
+) -> torch.Tensor:
+    """The next token of each row: argmax when ``temperature == 0``, else a draw from the row's
+    nucleus distribution with that row's own generator. ``logits``: ``[rows, vocab]``;
+    returns ``[rows]``."""
+    if temperature == 0 or generators is None:
+        return logits.argmax(dim=-1)
+    probs = nucleus_probabilities(logits, temperature, top_p)
+    return torch.stack(
+        [
+            torch.multinomial(probs[row], 1, generator=generator)[0]
+            for row, generator in enumerate(generators)
+        ]
+    )
 
 
 def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
@@ -127,6 +130,20 @@ def _batches(items: Sequence[GenerationItem], size: int) -> Iterator[list[Genera
         yield list(items[start : start + size])
 
 
+def patch_seed(item: GenerationItem) -> int:
+    """The noise seed of an item's patch: shared by the samples of one problem when the item
+    carries ``meta["patch_seed"]`` (their prefill is then computed once), else the item's own."""
+    return stable_seed(item.meta.get("patch_seed", item.seed), "patch")
+
+
+def _prefill_key(item: GenerationItem, patched: bool) -> tuple[Any, ...]:
+    """Items with equal keys have identical prompt activations (one prefill serves them all)."""
+    if not patched:
+        return (item.prompt,)
+    span = item.meta.get("patch_span")
+    return (item.prompt, tuple(span) if span else None, patch_seed(item) if span else None)
+
+
 @torch.no_grad()
 def generate_batch(
     model: nn.Module,
@@ -136,15 +153,20 @@ def generate_batch(
     add_special_tokens: bool = True,
     patch: ResidualPatch | None = None,
 ) -> list[dict[str, Any]]:
-    """Complete one left-padded batch; per row: text (up to the stop token), token count
-    (including the stop token), whether a stop token was produced.
+    """Complete one batch; per row: text (up to the stop token), token count (including the
+    stop token), whether a stop token was produced.
 
-    ``patch``: patch each item's ``meta["patch_span"]`` (characters of its prompt) at prefill.
+    Each distinct prompt is prefilled once (left-padded) and its KV cache copied to the rows
+    that share it; rows leave the batch as they stop, so the remaining steps cost only what
+    is still running. ``patch``: patch each item's ``meta["patch_span"]`` (characters of its
+    prompt) at prefill.
     """
     stops = eos_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    keys = [_prefill_key(item, patch is not None) for item in items]
+    distinct = list(dict.fromkeys(keys))
+    firsts = [items[keys.index(key)] for key in distinct]
     encoded = tokenizer(
-        [item.prompt for item in items],
+        [item.prompt for item in firsts],
         return_tensors="pt",
         padding=True,
         padding_side="left",
@@ -154,38 +176,60 @@ def generate_batch(
     patching: contextlib.AbstractContextManager = contextlib.nullcontext()
     if patch is not None:
         offsets = encoded.pop("offset_mapping")
-        spans = [item.meta.get("patch_span") for item in items]
+        spans = [item.meta.get("patch_span") for item in firsts]
         mask = sentence_token_mask(offsets, encoded["attention_mask"], spans)
-        seeds = [stable_seed(item.seed, "patch") for item in items]
+        seeds = [patch_seed(item) for item in firsts]
         patching = apply_residual_patch(model, patch, mask, encoded["attention_mask"], seeds)
-    encoded = encoded.to(model.device)
-    config = GenerationConfig(
-        do_sample=False,
-        max_new_tokens=settings.max_new_tokens,
-        pad_token_id=pad_id,
-        eos_token_id=stops,
-        use_cache=True,
-    )
-    processors = LogitsProcessorList()
-    if settings.temperature > 0:
-        processors.append(
-            PerRowSampler([item.seed for item in items], settings.temperature, settings.top_p)
-        )
+    device = model.device
+    attention_mask = encoded["attention_mask"].to(device)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
     with patching:
-        output = model.generate(
-            input_ids=encoded["input_ids"],
-            attention_mask=encoded["attention_mask"],
-            generation_config=config,
-            logits_processor=processors,
-        )
-    new_tokens = output[:, encoded["input_ids"].shape[1] :].cpu().numpy()
+        logits = model(
+            input_ids=encoded["input_ids"].to(device),
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]
+    owner = torch.tensor([distinct.index(key) for key in keys], device=device)
+    cache.batch_select_indices(owner)
+    logits, attention_mask = logits[owner], attention_mask[owner]
+    generators = None
+    if settings.temperature > 0:
+        generators = [torch.Generator(device=device).manual_seed(item.seed) for item in items]
+    stop_ids = torch.tensor(stops, device=device)
+    tokens: list[list[int]] = [[] for _ in items]
+    stopped = [False] * len(items)
+    active = list(range(len(items)))
+    for _ in range(settings.max_new_tokens):
+        row_generators = [generators[row] for row in active] if generators else None
+        chosen = sample_next_tokens(logits, row_generators, settings.temperature, settings.top_p)
+        finished = torch.isin(chosen, stop_ids).tolist()
+        for row, token, done in zip(active, chosen.tolist(), finished, strict=True):
+            tokens[row].append(token)
+            stopped[row] = done
+        keep = [slot for slot, done in enumerate(finished) if not done]
+        if not keep or len(tokens[active[keep[0]]]) == settings.max_new_tokens:
+            break
+        if len(keep) < len(active):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            chosen, attention_mask = chosen[index], attention_mask[index]
+            active = [active[slot] for slot in keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], 1)
+        logits = model(
+            input_ids=chosen[:, None],
+            attention_mask=attention_mask,
+            position_ids=attention_mask.sum(-1, keepdim=True) - 1,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]
     rows = []
-    for tokens in new_tokens:
-        stop_positions = np.flatnonzero(np.isin(tokens, stops))
-        stopped = stop_positions.size > 0
-        end = int(stop_positions[0]) if stopped else len(tokens)
-        text = tokenizer.decode(tokens[:end].tolist(), skip_special_tokens=False)
-        rows.append({"text": text, "n_tokens": end + int(stopped), "stopped": bool(stopped)})
+    for row_tokens, row_stopped in zip(tokens, stopped, strict=True):
+        end = len(row_tokens) - int(row_stopped)
+        text = tokenizer.decode(row_tokens[:end], skip_special_tokens=False)
+        rows.append({"text": text, "n_tokens": len(row_tokens), "stopped": row_stopped})
     return rows
 
 
@@ -252,77 +296,18 @@ def sentence_span(base_prompt: str, chunks: Sequence[str], index: int) -> tuple[
 PROBLEM_PREFIXES = ("none", "reasoning")
 
 
-def _record_problems(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per problem with a gold answer, sorted by id; its trace is the correct one
-    when the problem has one (so a reasoning prefix reaches the gold answer)."""
-    by_id: dict[int, dict[str, Any]] = {}
-    for record in sorted(records, key=lambda r: (int(r["problem"]), r["correctness"] != "correct")):
-        by_id.setdefault(
-            int(record["problem"]),
-            {
-                "problem": int(record["problem"]),
-                "problem_text": record["problem_text"],
-                "gt_answer": record["gt_answer"],
-                "level": record.get("level", ""),
-                "trace": record["trace"],
-                "chunks": list(record["chunks"]),
-            },
-        )
-    return [by_id[key] for key in sorted(by_id) if by_id[key]["gt_answer"]]
-
-
-def select_problems(
-    source: str,
-    records: Sequence[dict[str, Any]] = (),
-    selected: Sequence[dict[str, Any]] = (),
-    accuracy_min: float = 0.0,
-    accuracy_max: float = 1.0,
-    n_problems: int | None = None,
-    prefix: str = "none",
-) -> list[dict[str, Any]]:
-    """The problems of an accuracy experiment as ``{problem, problem_text, gt_answer, level}``
-    (records also give ``trace`` and ``chunks``).
-
-    ``records``: trace records (one entry per distinct problem, sorted by id, the correct trace
-    preferred); ``selected``: the ``selected_problems.json`` list, filtered to
-    ``accuracy_min <= accuracy <= accuracy_max`` with a gold answer, in list order.
-    ``prefix="reasoning"`` needs the records' sentences. The first ``n_problems`` are kept;
-    fewer than asked is an error.
-    """
-    if prefix not in PROBLEM_PREFIXES:
-        raise ValueError(f"unknown problem prefix {prefix!r}; expected one of {PROBLEM_PREFIXES}")
-    if source == "records":
-        problems = _record_problems(records)
-    elif source == "selected":
-        if prefix != "none":
-            raise ValueError("a reasoning prefix needs problems.source 'records' (their traces)")
-        problems = [
-            {
-                "problem": int(entry["problem_idx"].removeprefix("problem_")),
-                "problem_text": entry["problem"],
-                "gt_answer": entry["gt_answer"],
-                "level": entry.get("level", ""),
-            }
-            for entry in selected
-            if entry.get("gt_answer") and accuracy_min <= entry["accuracy"] <= accuracy_max
-        ]
-    else:
-        raise ValueError(f"unknown problem source {source!r}; expected 'records' or 'selected'")
-    if n_problems is not None:
-        if len(problems) < n_problems:
-            raise ValueError(f"only {len(problems)} problems qualify, {n_problems} requested")
-        problems = problems[:n_problems]
-    if not problems:
-        raise ValueError("no problems with a gold answer to generate from")
-    return problems
-
-
 def problem_prompt(
-    problem: Mapping[str, Any], prompt_format: str, tokenizer: Any, prefix: str
+    problem: Mapping[str, Any],
+    prompt_format: str,
+    tokenizer: Any,
+    prefix: str,
+    instruction: str | None = None,
 ) -> str:
     """The prompt of a problem, followed by its trace's sentences when ``prefix`` is
     ``reasoning`` (the model then only has to close its thinking and answer)."""
-    base = build_prompt(problem["problem_text"], prompt_format, tokenizer)
+    if prefix not in PROBLEM_PREFIXES:
+        raise ValueError(f"unknown problem prefix {prefix!r}; expected one of {PROBLEM_PREFIXES}")
+    base = build_prompt(problem["problem_text"], prompt_format, tokenizer, instruction)
     if prefix == "reasoning":
         return base + prefix_text(problem["chunks"], len(problem["chunks"]))
     return base
@@ -334,10 +319,14 @@ def problem_items(
     samples_per_problem: int,
     seed_parts: Sequence[Any],
     patch_spans: Sequence[tuple[int, int] | None] | None = None,
+    answer_cue: str = "",
 ) -> list[GenerationItem]:
     """``samples_per_problem`` items per problem, id ``"{problem}/{sample}"``, seeded by
-    ``stable_seed(*seed_parts, problem, sample)``; ``patch_spans``: one per problem."""
+    ``stable_seed(*seed_parts, problem, sample)``; ``patch_spans``: one per problem (its noise
+    seeded per problem, so a problem's samples share one prefill); ``answer_cue``: the end of
+    every prompt that opens the answer (recorded for the scorer)."""
     spans = patch_spans if patch_spans is not None else [None] * len(problems)
+    cue = {"answer_cue": answer_cue} if answer_cue else {}
     return [
         GenerationItem(
             f"{problem['problem']}/{sample}",
@@ -348,7 +337,16 @@ def problem_items(
                 "sample": sample,
                 "gt_answer": problem["gt_answer"],
                 "level": problem.get("level", ""),
-                **({"patch_span": list(span)} if span is not None else {}),
+                "thinks": opens_thinking(prompt),
+                **cue,
+                **(
+                    {
+                        "patch_span": list(span),
+                        "patch_seed": stable_seed(*seed_parts, problem["problem"]),
+                    }
+                    if span is not None
+                    else {}
+                ),
             },
         )
         for problem, prompt, span in zip(problems, prompts, spans, strict=True)
@@ -356,29 +354,60 @@ def problem_items(
     ]
 
 
+CONTROL_KINDS = ("random", "control")
+
+
+def samples_per_problem(settings: Mapping[str, Any], condition_spec: Mapping[str, Any]) -> int:
+    """Samples per problem of a condition: ``random_samples_per_problem`` for the random-head
+    and control-sentence draws when set (their first samples, paired with the receivers'),
+    else ``samples_per_problem``."""
+    fewer = settings.get("random_samples_per_problem")
+    if fewer is not None and condition_spec.get("kind") in CONTROL_KINDS:
+        return min(fewer, settings["samples_per_problem"])
+    return settings["samples_per_problem"]
+
+
+def patching_problems(
+    records: Sequence[Mapping[str, Any]], traces: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """The problems whose traces are patched: each problem's correct trace, or exactly the
+    named ``traces`` (in that order)."""
+    if traces is None:
+        return record_problems(records)
+    by_trace = {record["trace"]: record for record in records}
+    unknown = [trace for trace in traces if trace not in by_trace]
+    if unknown:
+        raise ValueError(f"patching traces {unknown} are not among the acquired traces")
+    return [record_problems([by_trace[trace]])[0] for trace in traces]
+
+
 def experiment_items(
     experiment: str,
     params: Mapping[str, Any],
     condition: str,
     tokenizer: Any,
+    problems: Sequence[dict[str, Any]] = (),
     records: Sequence[dict[str, Any]] = (),
-    selected: Sequence[dict[str, Any]] = (),
     rollouts: str | None = None,
     condition_spec: Mapping[str, Any] | None = None,
 ) -> list[GenerationItem]:
     """Every item of one (experiment, condition), before sharding.
 
     ``params``: the generation params of the rule (shared decoding keys, ``problems`` and the
-    experiment's own section). Accuracy experiments sample problems; ``patching`` samples them
-    with the condition's sentence (``condition_spec["sentences"][trace]``) marked for the
-    patch; ``counterfactual`` resamples every sentence prefix of the configured traces.
+    experiment's own section); ``problems``: the chosen problems of the accuracy experiments.
+    ``patching`` samples the records' traces with the condition's sentence
+    (``condition_spec["sentences"][trace]``) marked for the patch; ``counterfactual``
+    resamples every sentence prefix of the configured traces.
     """
     settings = params["experiment"]
+    spec = condition_spec or {}
+    instruction = params.get("instruction")
     seed_parts = (params["seed"], experiment) + (() if params["paired_seeds"] else (condition,))
+    own_records = [r for r in records if rollouts is None or r["rollouts"] == rollouts]
     if experiment == "counterfactual":
         from anchorflow.counterfactual import analysed_sentences, resample_items
 
-        by_trace = {rec["trace"]: rec for rec in records if rec["rollouts"] == rollouts}
+        by_trace = {rec["trace"]: rec for rec in own_records}
         items: list[GenerationItem] = []
         for trace in settings["traces"]:
             if trace not in by_trace:
@@ -387,7 +416,9 @@ def experiment_items(
                     f"traces of {rollouts!r}"
                 )
             record = by_trace[trace]
-            base = build_prompt(record["problem_text"], params["prompt_format"], tokenizer)
+            base = build_prompt(
+                record["problem_text"], params["prompt_format"], tokenizer, instruction
+            )
             n_sentences = analysed_sentences(len(record["chunks"]), settings["max_sentences"])
             items += resample_items(
                 trace,
@@ -397,33 +428,26 @@ def experiment_items(
                 settings["n_resamples"],
                 seed_parts,
                 gt_answer=record["gt_answer"],
+                answer_cue=settings.get("answer_cue") or "",
             )
         return items
-    problem_settings = params["problems"]
-    prefix = "reasoning" if experiment == "patching" else problem_settings["prefix"]
-    problems = select_problems(
-        problem_settings["source"],
-        [record for record in records if rollouts is None or record["rollouts"] == rollouts],
-        selected,
-        problem_settings["accuracy_min"],
-        problem_settings["accuracy_max"],
-        problem_settings["n_problems"],
-        prefix,
-    )
-    prompts = [
-        problem_prompt(problem, params["prompt_format"], tokenizer, prefix) for problem in problems
-    ]
-    spans = None
+    n_samples = samples_per_problem(settings, spec)
     if experiment == "patching":
-        sentences = (condition_spec or {}).get("sentences", {})
-        spans = [
-            sentence_span(
-                build_prompt(problem["problem_text"], params["prompt_format"], tokenizer),
-                problem["chunks"],
-                sentences[problem["trace"]],
+        chosen = patching_problems(own_records, settings.get("traces"))
+        cue = settings.get("answer_cue") or ""
+        sentences = spec.get("sentences", {})
+        prompts, spans = [], []
+        for problem in chosen:
+            base = build_prompt(
+                problem["problem_text"], params["prompt_format"], tokenizer, instruction
             )
-            if problem["trace"] in sentences
-            else None
-            for problem in problems
-        ]
-    return problem_items(problems, prompts, settings["samples_per_problem"], seed_parts, spans)
+            prompts.append(base + prefix_text(problem["chunks"], len(problem["chunks"])) + cue)
+            index = sentences.get(problem["trace"])
+            spans.append(None if index is None else sentence_span(base, problem["chunks"], index))
+        return problem_items(chosen, prompts, n_samples, seed_parts, spans, cue)
+    prefix = params["problems"]["prefix"]
+    prompts = [
+        problem_prompt(problem, params["prompt_format"], tokenizer, prefix, instruction)
+        for problem in problems
+    ]
+    return problem_items(problems, prompts, n_samples, seed_parts)

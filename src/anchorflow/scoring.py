@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 BOXED_COMMANDS = ("\\boxed", "\\fbox")
-THINK_END = "</think>"
+THINK_START, THINK_END = "<think>", "</think>"
 WILSON_Z = 1.959963984540054
 
 
@@ -50,14 +50,26 @@ def boxed_contents(text: str) -> list[str]:
 NOT_AN_ANSWER = ("", "None")
 
 
+EXTRACTORS = ("first", "last", "number")
+# A number as written in an answer: thousands groups (1,234), decimals, a sign.
+NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
+
+
+def last_number(text: str) -> str | None:
+    """The last number of ``text`` (GSM8K's convention; thousands separators removed)."""
+    numbers = NUMBER.findall(text)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
 def extract_answer(text: str, which: str = "last") -> str | None:
     """The first or last boxed answer of ``text``, or None when there is none. Empty boxes and a
-    boxed ``None`` are skipped, as the reference skips them."""
-    if which not in ("first", "last"):
-        raise ValueError(f"extractor must be 'first' or 'last', not {which!r}")
+    boxed ``None`` are skipped, as the reference skips them. ``number``: the last boxed answer,
+    else the last number of the text (for small models that rarely box)."""
+    if which not in EXTRACTORS:
+        raise ValueError(f"extractor must be one of {EXTRACTORS}, not {which!r}")
     answers = [answer for answer in boxed_contents(text) if answer not in NOT_AN_ANSWER]
     if not answers:
-        return None
+        return last_number(text) if which == "number" else None
     return answers[0] if which == "first" else answers[-1]
 
 
@@ -148,11 +160,16 @@ def score_text(text: str, gold: str, which: str = "last") -> dict[str, Any]:
     correct, method = answers_match(answer, gold)
     return {
         "finished": THINK_END in text,
-        "boxed": answer is not None,
+        "boxed": extract_answer(text, "last") is not None,
         "answer": answer,
         "correct": correct,
         "match_method": method,
     }
+
+
+def opens_thinking(prompt: str) -> bool:
+    """Whether a prompt ends inside a thinking block (its last ``<think>`` is not closed)."""
+    return prompt.rfind(THINK_START) > prompt.rfind(THINK_END)
 
 
 def wilson_interval(successes: int, total: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -253,11 +270,17 @@ def score_rows(
 ) -> list[dict[str, Any]]:
     """Generation rows (``text``, ``gt_answer``, ``stopped``, ...) with the :func:`score_text`
     fields (and, given ``failure_modes`` settings, the failure-mode fields) added and ``text``
-    dropped."""
+    dropped. A row's ``answer_cue`` (prompt text that opened the answer) is read before its
+    text; a row whose prompt opened no thinking block (``thinks`` false: a chat prompt of a
+    model without one) is finished when it stopped."""
     scored = []
     for row in rows:
-        fields = score_text(row["text"], row["gt_answer"], extractor)
+        text = row.get("answer_cue", "") + row["text"]
+        fields = score_text(text, row["gt_answer"], extractor)
+        if not row.get("thinks", True):
+            fields["finished"] = bool(row["stopped"])
         if failure_modes is not None:
-            fields |= failure_fields(row["text"], row["stopped"], fields["answer"], failure_modes)
+            boxed = fields["answer"] if fields["boxed"] else None
+            fields |= failure_fields(text, row["stopped"], boxed, failure_modes)
         scored.append({**{k: v for k, v in row.items() if k != "text"}, **fields})
     return scored
