@@ -34,13 +34,19 @@ def intervention_problem_source(wildcards):
 
 def problem_selection_gpu(wildcards):
     """GPUs of the problem-selection job: the generation jobs' when it samples, else none."""
-    return resource("interventions", "gpu") if INTERVENTIONS["problems"]["selection_samples"] else 0
+    return (
+        resource("interventions", "gpu")
+        if INTERVENTIONS["problems"]["selection_samples"]
+        else 0
+    )
 
 
 def intervention_problems_input(wildcards):
     """The chosen problems, for the experiments that sample them (not patching, counterfactual)."""
     if wildcards.experiment in ("amplification", "ablation"):
-        return {"problems": f"{RESULTS}/interventions/{wildcards.model}/problems/problems.json"}
+        return {
+            "problems": f"{RESULTS}/interventions/{wildcards.model}/problems/problems.json"
+        }
     return {}
 
 
@@ -156,7 +162,8 @@ def interventions_targets(wildcards):
         "patching": [f"{out}/patching/patching.tsv", f"{out}/patching/patching.png"],
     }
     uses_means = any(
-        INTERVENTIONS[experiment].get("op") == "mean" for experiment in INTERVENTION_CONDITIONS
+        INTERVENTIONS[experiment].get("op") == "mean"
+        for experiment in INTERVENTION_CONDITIONS
     )
     paths = [f"{out}/head_means.npz"] if uses_means else []
     if {"amplification", "ablation"} & set(INTERVENTION_CONDITIONS):

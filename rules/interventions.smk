@@ -37,6 +37,7 @@ rule intervention_problems:
         f"{RESULTS}/benchmarks/intervention_problems/{{model}}.tsv"
     conda:
         "../envs/interventions.yaml"
+    threads: resource("interventions", "threads")
     resources:
         gpu=problem_selection_gpu,
         mem_mb=resource("interventions", "mem_mb"),
@@ -61,6 +62,7 @@ rule intervention_head_means:
         f"{RESULTS}/benchmarks/intervention_head_means/{{model}}.tsv"
     conda:
         "../envs/interventions.yaml"
+    threads: resource("interventions", "threads")
     resources:
         gpu=resource("interventions", "gpu"),
         mem_mb=resource("interventions", "mem_mb"),
@@ -89,6 +91,7 @@ rule intervention_generate:
         f"{RESULTS}/benchmarks/intervention_generate/{{model}}/{{experiment}}/{{group}}/{{shard}}.tsv"
     conda:
         "../envs/interventions.yaml"
+    threads: resource("interventions", "threads")
     resources:
         gpu=resource("interventions", "gpu"),
         mem_mb=resource("interventions", "mem_mb"),

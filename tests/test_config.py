@@ -28,13 +28,34 @@ def test_shipped_configs_are_valid(name: str) -> None:
     assert config["sentences"]["whitebox_variant"] == "head"
 
 
-@pytest.mark.parametrize("overlay", ["config/slurm-shards.yaml", "config/paper-parity.yaml"])
-def test_shipped_overlays_merge_into_a_valid_config(overlay: str) -> None:
+@pytest.mark.parametrize(
+    "overlays",
+    [
+        ["config.yaml", "config/slurm-shards.yaml"],
+        ["config.yaml", "config/paper-parity.yaml"],
+        ["config.yaml", "config/gsm8k.yaml"],
+        ["demo/real-sample.yaml", "demo/real-interventions.yaml"],
+        [
+            "demo/real-sample.yaml",
+            "demo/real-interventions.yaml",
+            "demo/real-interventions-ci.yaml",
+        ],
+    ],
+)
+def test_shipped_overlays_merge_into_a_valid_config(overlays: list[str]) -> None:
     from snakemake.utils import update_config
 
-    config = load("config.yaml")
-    update_config(config, load(overlay))
+    config = load(overlays[0])
+    for overlay in overlays[1:]:
+        update_config(config, load(overlay))
     validate_config(config, SCHEMA)
+
+
+def test_problem_source_hub_needs_its_columns() -> None:
+    config = load("config.yaml")
+    config["interventions"]["problems"] |= {"source": "hub", "hub": {"path": "openai/gsm8k"}}
+    with pytest.raises(ConfigError, match=r"interventions\.problems\.hub.*'split' is a required"):
+        validate_config(config, SCHEMA)
 
 
 def test_defaults_are_filled_in() -> None:

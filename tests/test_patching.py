@@ -28,9 +28,13 @@ PROMPT = "w3 w4 w5 w6 w7 w8 w9 w10 w11 w12"
 SPAN = (9, 17)  # "w6 w7 w8"
 
 
-def tiny(family: str = "qwen2"):
+def tiny(family: str = "qwen2", initializer_range: float = 0.02):
     model = random_causal_lm(
-        family, vocab_size=len(WORDS), max_position_embeddings=128, **special_token_ids()
+        family,
+        vocab_size=len(WORDS),
+        max_position_embeddings=128,
+        initializer_range=initializer_range,
+        **special_token_ids(),
     )
     return model, word_level_tokenizer(WORDS)
 
@@ -265,3 +269,30 @@ def test_patching_conditions_cover_every_trace():
     assert len(chosen) == 2 * 4
     with pytest.raises(ValueError, match="no receiver scores"):
         patching_conditions(section, scores[scores["trace"] == "1_correct"], problems)
+
+
+@pytest.mark.parametrize("mode", ["mean", "noise"])
+def test_rows_with_one_prompt_share_a_prefill_only_when_their_patch_is_the_same(mode):
+    """Same prompt: unpatched, patched at one span, at another span, with another noise seed,
+    and a second sample of the first patch (same patch seed, its own sampling seed). Batched,
+    each row equals its run alone; the shared-patch pair reads the same prefill."""
+    model, tokenizer = tiny(initializer_range=0.3)
+    patch = ResidualPatch(1, mode, 1.0)
+    settings = SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=8, batch_size=8)
+    shared = {"patch_span": list(SPAN), "patch_seed": 11}
+    items = [
+        GenerationItem("plain", PROMPT, 1, {}),
+        GenerationItem("patched", PROMPT, 2, shared),
+        GenerationItem("other-span", PROMPT, 3, {"patch_span": [0, 5], "patch_seed": 11}),
+        GenerationItem("other-noise", PROMPT, 4, {"patch_span": list(SPAN), "patch_seed": 12}),
+        GenerationItem("patched-again", PROMPT, 5, shared),
+    ]
+    batched = generate(model, tokenizer, items, settings, patch=patch)
+    alone = [generate(model, tokenizer, [one], settings, patch=patch)[0]["text"] for one in items]
+    assert [row["text"] for row in batched] == alone
+    assert alone[1] == alone[4]
+    # the rows that must not share a prefill do differ alone
+    if mode == "noise":
+        assert alone[3] != alone[1]
+    else:
+        assert alone[0] != alone[1] != alone[2]

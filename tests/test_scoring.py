@@ -128,6 +128,10 @@ def test_wilson_interval_matches_scipy(successes, total):
 def test_wilson_interval_edges():
     assert wilson_interval(0, 10)[0] == 0.0
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    # at n = 96 the formula's lower bound for 0 successes is 3.5e-18, not 0
+    for total in range(1, 200):
+        assert wilson_interval(0, total)[0] == 0.0
+        assert wilson_interval(total, total)[1] == 1.0
 
 
 def test_summarise_counts_unfinished_as_wrong():

@@ -173,14 +173,18 @@ def opens_thinking(prompt: str) -> bool:
 
 
 def wilson_interval(successes: int, total: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion; ``(nan, nan)`` for ``total == 0``."""
+    """The Wilson score interval of a binomial proportion; ``(nan, nan)`` for ``total == 0``.
+    The bound at 0 successes is exactly 0 and at ``total`` successes exactly 1 (the formula
+    leaves rounding noise there)."""
     if total == 0:
         return math.nan, math.nan
     phat = successes / total
     denominator = 1 + z * z / total
     centre = (phat + z * z / (2 * total)) / denominator
     half = z * math.sqrt(phat * (1 - phat) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return low, high
 
 
 def summarise(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> pd.DataFrame:

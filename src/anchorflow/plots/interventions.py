@@ -14,8 +14,9 @@ from anchorflow.plots import figure_style
 def _interval_errorbar(
     axis: Axes, x: object, centre: pd.Series, low: pd.Series, high: pd.Series, **style: object
 ) -> None:
-    """Points at ``centre`` with bars from ``low`` to ``high`` (no bar where a bound is NaN)."""
-    bars = [(centre - low).fillna(0), (high - centre).fillna(0)]
+    """Points at ``centre`` with bars from ``low`` to ``high`` (no bar where a bound is NaN;
+    rounding noise that puts a bound beyond the centre draws no bar)."""
+    bars = [(centre - low).fillna(0).clip(lower=0), (high - centre).fillna(0).clip(lower=0)]
     axis.errorbar(x, centre, yerr=bars, capsize=3, **style)
 
 
