@@ -10,15 +10,7 @@ from anchorflow.attention import trace_attention
 from anchorflow.gpu_slots import assign_gpus
 from anchorflow.io import read_json, write_npz
 from anchorflow.models import load_model, model_metadata
-from anchorflow.rollouts import get_record
-from anchorflow.shards import (
-    model_signature,
-    npz_loads,
-    package_digest,
-    run_shard,
-    trace_keys,
-    traces_by_tokens_file,
-)
+from anchorflow.shards import npz_loads, run_shard, shard_traces
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
@@ -26,18 +18,15 @@ log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))
 torch.set_num_threads(snakemake.threads)
 spec = snakemake.params.model
 traces = list(snakemake.params.traces)
-tokens_files = traces_by_tokens_file(traces, snakemake.input.tokens)
-records = {trace: get_record(snakemake.input.records, spec["rollouts"], trace) for trace in traces}
 parameters = {
     "query_block": snakemake.params.query_block,
     "proximity_ignore": snakemake.params.proximity_ignore,
     "control_depth": snakemake.params.control_depth,
     "save_matrices": snakemake.params.save_matrices,
 }
-common = {"stage": "attention", "params": parameters, "model": model_signature(spec)}
-common["code"] = package_digest()
-texts = {trace: record["full_cot"] for trace, record in records.items()}
-keys = trace_keys(common, tokens_files, texts)
+tokens_files, records, keys = shard_traces(
+    "attention", parameters, spec, traces, snakemake.input.tokens, snakemake.input.records
+)
 model_and_tokenizer = functools.cache(lambda: load_model(spec))
 
 

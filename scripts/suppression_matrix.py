@@ -10,16 +10,7 @@ from tqdm import tqdm
 from anchorflow.gpu_slots import assign_gpus
 from anchorflow.io import read_json, read_tsv, write_npz
 from anchorflow.models import load_model, model_metadata
-from anchorflow.rollouts import get_record
-from anchorflow.shards import (
-    file_digest,
-    model_signature,
-    npz_loads,
-    package_digest,
-    run_shard,
-    trace_keys,
-    traces_by_tokens_file,
-)
+from anchorflow.shards import file_digest, npz_loads, run_shard, shard_traces
 from anchorflow.suppression import (
     CONVENTIONS,
     KLSettings,
@@ -36,15 +27,17 @@ torch.set_num_threads(snakemake.threads)
 spec = snakemake.params.model
 settings = snakemake.params.settings
 traces = list(snakemake.params.traces)
-tokens_files = traces_by_tokens_file(traces, snakemake.input.tokens)
-records = {trace: get_record(snakemake.input.records, spec["rollouts"], trace) for trace in traces}
 receivers = read_tsv(snakemake.input.heads) if snakemake.input.heads else None
 kl = KLSettings(settings["kl_mode"], settings["temperature"], settings["top_p"], settings["max_k"])
-common = {"stage": "suppression", "params": settings, "model": model_signature(spec)}
-common["code"] = package_digest()
-common["heads"] = file_digest(snakemake.input.heads) if snakemake.input.heads else None
-texts = {trace: record["full_cot"] for trace, record in records.items()}
-keys = trace_keys(common, tokens_files, texts)
+tokens_files, records, keys = shard_traces(
+    "suppression",
+    settings,
+    spec,
+    traces,
+    snakemake.input.tokens,
+    snakemake.input.records,
+    heads=file_digest(snakemake.input.heads) if snakemake.input.heads else None,
+)
 model_and_tokenizer = functools.cache(lambda: load_model(spec))
 
 

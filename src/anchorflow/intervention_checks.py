@@ -18,8 +18,9 @@ from typing import Any
 import yaml
 
 from anchorflow.config import validate_config
+from anchorflow.counterfactual import analysed_sentences
+from anchorflow.generation import patching_problems, samples_per_problem
 from anchorflow.io import read_json, read_tsv
-from anchorflow.problem_sets import record_problems
 from anchorflow.rollouts import read_records
 
 SCHEMA = Path("schemas/config.schema.yaml")
@@ -35,14 +36,6 @@ def merged_config(paths: Sequence[str | Path], root: Path = Path(".")) -> dict[s
         update_config(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
     validate_config(config, root / SCHEMA)
     return config
-
-
-def expected_samples(section: Mapping[str, Any], kind: str, n_problems: int) -> int:
-    """Generations a condition of ``kind`` must have: samples per problem times problems."""
-    per_problem = section["samples_per_problem"]
-    if kind in ("random", "control") and section.get("random_samples_per_problem"):
-        per_problem = min(per_problem, section["random_samples_per_problem"])
-    return per_problem * n_problems
 
 
 def check_selection(folder: Path, problems: Mapping[str, Any]) -> list[str]:
@@ -75,7 +68,7 @@ def check_accuracy_experiment(
     accuracy = read_tsv(folder / experiment / "accuracy.tsv").set_index("condition")
     total = 0
     for name, spec in conditions.items():
-        want = expected_samples(section, spec.get("kind", ""), n_problems)
+        want = samples_per_problem(section, spec) * n_problems
         total += want
         if name not in accuracy.index:
             failures.append(f"{experiment}: condition {name} has no accuracy row")
@@ -111,7 +104,7 @@ def check_counterfactual(
     chunks = {record["trace"]: len(record["chunks"]) for record in records}
     failures = []
     for trace in section["traces"]:
-        n_sentences = min(chunks[trace], section["max_sentences"] or chunks[trace])
+        n_sentences = analysed_sentences(chunks[trace], section["max_sentences"])
         for name in conditions:
             rows = importance[(importance["condition"] == name) & (importance["trace"] == trace)]
             if len(rows) != n_sentences:
@@ -144,8 +137,7 @@ def check_run(config: Mapping[str, Any], root: Path = Path(".")) -> list[str]:
         )
     records = read_records(run / "rollouts" / "records.jsonl")
     if section["patching"]["enabled"]:
-        traces = section["patching"]["traces"]
-        n_traces = len(traces) if traces is not None else len(record_problems(records))
+        n_traces = len(patching_problems(records, section["patching"]["traces"]))
         failures += check_accuracy_experiment(
             folder, "patching", section["patching"], resolved["patching"], n_traces
         )

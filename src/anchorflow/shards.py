@@ -20,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from anchorflow.io import atomic_path, read_npz
+from anchorflow.rollouts import get_record
 
 
 def shard_of(item: str, n_shards: int) -> int:
@@ -111,6 +112,31 @@ def trace_keys(
         )
         for trace, path in tokens_files.items()
     }
+
+
+def shard_traces(
+    stage: str,
+    parameters: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    traces: Sequence[str],
+    tokens_paths: Sequence[str],
+    records_path: str,
+    **extra: Any,
+) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, str]]:
+    """What a sharded model job needs per trace: its tokens file, its record and its store key
+    (stage, parameters, model signature, package code and ``extra``, plus the trace's own
+    inputs; :func:`trace_keys`)."""
+    tokens_files = traces_by_tokens_file(traces, tokens_paths)
+    records = {trace: get_record(records_path, spec["rollouts"], trace) for trace in traces}
+    common = {
+        "stage": stage,
+        "params": parameters,
+        "model": model_signature(spec),
+        "code": package_digest(),
+        **extra,
+    }
+    texts = {trace: record["full_cot"] for trace, record in records.items()}
+    return tokens_files, records, trace_keys(common, tokens_files, texts)
 
 
 def npz_loads(path: Path) -> bool:
