@@ -13,7 +13,15 @@ import torch
 
 from anchorflow.attention import with_oom_retry
 from anchorflow.gpu_slots import assign_gpus, claim_slots, device_count
-from anchorflow.shards import result_key, run_shard, shard_members, shard_of, used_shards
+from anchorflow.io import write_jsonl
+from anchorflow.shards import (
+    result_key,
+    run_shard,
+    shard_members,
+    shard_of,
+    shard_traces,
+    used_shards,
+)
 
 TRACES = [f"{problem}_{kind}" for problem in range(100, 140) for kind in ("correct", "incorrect")]
 
@@ -43,6 +51,39 @@ def _writer(calls: list[str], fail_on: str | None = None):
         path.write_text(f"result of {item}")
 
     return compute
+
+
+def test_shard_traces_keys_follow_every_input(tmp_path):
+    """A trace's store key changes with the stage, parameters, extra inputs (the suppression
+    stage's receiver heads), its tokens file and its text; the other traces' keys do not."""
+    records = tmp_path / "records.jsonl"
+    rows = [
+        {"rollouts": "r", "trace": t, "full_cot": f"text {t}"} for t in ("1_correct", "2_correct")
+    ]
+    write_jsonl(records, rows)
+    tokens = []
+    for trace in ("1_correct", "2_correct"):
+        tokens.append(str(tmp_path / f"{trace}.json"))
+        Path(tokens[-1]).write_text(f'{{"trace": "{trace}"}}')
+    spec = {"name": "m", "source": "hub", "hf_id": "x", "rollouts": "r"}
+    traces = ["1_correct", "2_correct"]
+
+    def keys(stage="attention", params=None, **extra):
+        return shard_traces(stage, params or {"a": 1}, spec, traces, tokens, str(records), **extra)[
+            2
+        ]
+
+    base = keys()
+    assert len(set(base.values())) == 2
+    for changed in (keys("suppression"), keys(params={"a": 2}), keys(heads="digest")):
+        assert all(changed[t] != base[t] for t in traces)
+    Path(tokens[0]).write_text('{"trace": "1_correct", "n": 1}')
+    after = keys()
+    assert after["1_correct"] != base["1_correct"] and after["2_correct"] == base["2_correct"]
+    write_jsonl(records, [{**rows[0], "full_cot": "other"}, rows[1]])
+    assert keys()["1_correct"] != after["1_correct"]
+    tokens_files, found, _ = shard_traces("attention", {}, spec, traces, tokens, str(records))
+    assert list(tokens_files) == traces and found["2_correct"]["full_cot"] == "text 2_correct"
 
 
 def test_a_killed_shard_keeps_its_finished_traces(tmp_path):
