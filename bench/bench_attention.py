@@ -34,8 +34,9 @@ import torch
 from common import synchronized_seconds
 from transformers import Qwen2ForCausalLM
 
-from anchorflow.attention import naive_sentence_attention, sentence_attention
-from anchorflow.tiny_models import QWEN14B_SHAPE, random_causal_lm
+from anchorflow.attention import sentence_attention
+from anchorflow.models.tiny import QWEN14B_SHAPE, random_causal_lm
+from anchorflow.reference import naive_sentence_attention
 
 CONFIGS = {
     "tiny": dict(

@@ -20,18 +20,13 @@ from pathlib import Path
 import torch
 from common import synchronized_seconds
 
-from anchorflow.generation import (
-    GenerationItem,
-    SamplingSettings,
-    build_prompt,
-    generate,
-    prefix_text,
-)
-from anchorflow.interventions import stable_seed
-from anchorflow.models import load_model
-from anchorflow.problem_sets import arithmetic_problems
-from anchorflow.rollouts import acquire, requested_traces
-from anchorflow.smollm2 import model_path
+from anchorflow.data.problem_sets import arithmetic_problems
+from anchorflow.data.rollouts import acquire, requested_traces
+from anchorflow.interventions.decode import GenerationItem, SamplingSettings, generate
+from anchorflow.interventions.heads import stable_seed
+from anchorflow.interventions.prompts import build_prompt, prefix_text
+from anchorflow.models.loading import load_model
+from anchorflow.models.smollm2 import model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTION = "{problem} Put your final answer in \\boxed{}."

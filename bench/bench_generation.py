@@ -16,9 +16,9 @@ import argparse
 import torch
 from common import synchronized_seconds
 
-from anchorflow.generation import GenerationItem, SamplingSettings, generate
-from anchorflow.interventions import HeadIntervention, stable_seed
-from anchorflow.tiny_models import random_causal_lm, special_token_ids, word_level_tokenizer
+from anchorflow.interventions.decode import GenerationItem, SamplingSettings, generate
+from anchorflow.interventions.heads import HeadIntervention, stable_seed
+from anchorflow.models.tiny import random_causal_lm, special_token_ids, word_level_tokenizer
 
 VOCAB = ["<pad>", "<eos>", "<bos>"] + [f"w{i}" for i in range(509)]
 

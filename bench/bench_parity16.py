@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from common import synchronized_seconds
 
-from anchorflow.attention import naive_sentence_attention, sentence_attention
-from anchorflow.tiny_models import QWEN14B_SHAPE, random_causal_lm
+from anchorflow.attention import sentence_attention
+from anchorflow.models.tiny import QWEN14B_SHAPE, random_causal_lm
+from anchorflow.reference import naive_sentence_attention
 
 TINY = dict(
     vocab_size=256,

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from anchorflow.receivers import head_kurtosis, vertical_scores
+from anchorflow.receivers.heads import head_kurtosis, vertical_scores
 
 
 def naive_statistics(

@@ -19,8 +19,8 @@ import torch
 from transformers import AutoModelForCausalLM
 from anchorflow.attention import trace_attention
 from anchorflow.io import read_json
-from anchorflow.models import load_model, load_tokenizer
-from anchorflow.rollouts import get_record
+from anchorflow.models.loading import load_model, load_tokenizer
+from anchorflow.data.rollouts import get_record
 t1 = time.perf_counter()
 spec = {"name": "m", "source": "folder", "path": sys.argv[2], "dtype": "float32"}
 tokenizer = load_tokenizer(spec)

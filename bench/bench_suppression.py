@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from common import synchronized_seconds
 
-from anchorflow.suppression import KLSettings, reference_suppression_matrix, suppression_matrix
-from anchorflow.tiny_models import QWEN14B_SHAPE, random_causal_lm
+from anchorflow.models.tiny import QWEN14B_SHAPE, random_causal_lm
+from anchorflow.reference import reference_suppression_matrix
+from anchorflow.suppression.divergence import KLSettings
+from anchorflow.suppression.matrix import suppression_matrix
 
 SHAPES = {
     "tiny": dict(

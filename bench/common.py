@@ -1,5 +1,5 @@
 """What the benchmarks share: wall-clock timing that waits for the GPU. (Their randomly
-initialised models come from ``anchorflow.tiny_models``, the tests' model fixtures.)"""
+initialised models come from ``anchorflow.models.tiny``, the tests' model fixtures.)"""
 
 from __future__ import annotations
 

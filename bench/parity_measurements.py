@@ -26,20 +26,18 @@ from test_parity import (  # noqa: E402
     reference_vertical_scores,
 )
 
+from anchorflow.data.rollouts import read_records
 from anchorflow.io import read_json, read_npz, read_tsv  # noqa: E402
-from anchorflow.models import load_tokenizer  # noqa: E402
-from anchorflow.receivers import (  # noqa: E402
-    category_means,
+from anchorflow.models.loading import load_tokenizer
+from anchorflow.receivers.analysis import kurtosis_array
+from anchorflow.receivers.categories import category_means, with_categories
+from anchorflow.receivers.heads import (
     head_kurtosis,
-    kurtosis_array,
     mean_kurtosis,
-    reliability_order,
-    split_half_reliability,
     top_receiver_heads,
     vertical_scores,
-    with_categories,
 )
-from anchorflow.rollouts import read_records  # noqa: E402
+from anchorflow.receivers.reliability import reliability_order, split_half_reliability
 
 
 def vertical_difference(matrices: np.ndarray, proximity_ignore: int = 4) -> float:

@@ -1,5 +1,5 @@
 from anchorflow.config import validate_config
-from anchorflow.rollouts import requested_traces, source_fingerprint
+from anchorflow.data.rollouts import requested_traces, source_fingerprint
 from anchorflow.shards import shard_members, shard_of
 from anchorflow.workflow import code_digest
 

@@ -1,4 +1,4 @@
-from anchorflow.receivers import reliability_order
+from anchorflow.receivers.reliability import reliability_order
 
 RECEIVERS = config["receivers"]
 

@@ -22,7 +22,7 @@ checkpoint acquire_rollouts:
         problems=config["problems"],
         correctness=config["correctness"],
         source_fingerprint=dataset_fingerprint(),
-        code=code_digest("rollouts", "sentences", "io", "labels.taxonomy"),
+        code=code_digest("data.rollouts", "data.sources", "sentences", "io", "taxonomy"),
     script:
         "../scripts/acquire_rollouts.py"
 

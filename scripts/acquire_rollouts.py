@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from anchorflow.data.rollouts import acquire, check_usable, exclusion_rows, requested_traces
 from anchorflow.io import write_jsonl, write_tsv
-from anchorflow.rollouts import acquire, check_usable, exclusion_rows, requested_traces
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

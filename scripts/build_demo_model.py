@@ -2,8 +2,8 @@
 
 import torch
 
-from anchorflow.demo_model import build_demo_model
-from anchorflow.rollouts import read_records
+from anchorflow.data.rollouts import read_records
+from anchorflow.models.demo import build_demo_model
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -3,7 +3,8 @@ model and trace), static and self-contained."""
 
 from pathlib import Path
 
-from anchorflow.explorer import PAGES_FOLDER, explorer_pages, write_explorer
+from anchorflow.explorer.pages import explorer_pages
+from anchorflow.explorer.render import PAGES_FOLDER, write_explorer
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

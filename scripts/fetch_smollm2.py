@@ -1,7 +1,7 @@
-"""Fetch SmolLM2-135M-Instruct for the real-model tier (``anchorflow.smollm2``; the same as the
-``anchorflow-fetch-smollm2`` command)."""
+"""Fetch SmolLM2-135M-Instruct for the real-model tier (``anchorflow.models.smollm2``; the same
+as the ``anchorflow-fetch-smollm2`` command)."""
 
-from anchorflow.smollm2 import main
+from anchorflow.models.smollm2 import main
 
 if __name__ == "__main__":
     main()

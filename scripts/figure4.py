@@ -3,7 +3,7 @@
 from anchorflow.io import read_npz, read_tsv, write_csv
 from anchorflow.plots import save_figure
 from anchorflow.plots.receivers import figure4_data, plot_figure4
-from anchorflow.receivers import kurtosis_array
+from anchorflow.receivers.analysis import kurtosis_array
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

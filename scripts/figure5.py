@@ -5,7 +5,12 @@ from pathlib import Path
 from anchorflow.io import read_json, read_tsv, write_csv, write_text, write_tsv
 from anchorflow.plots import save_figure
 from anchorflow.plots.receivers import plot_figure5
-from anchorflow.receivers import category_means, markdown_table, paired_ttests, with_categories
+from anchorflow.receivers.categories import (
+    category_means,
+    markdown_table,
+    paired_ttests,
+    with_categories,
+)
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

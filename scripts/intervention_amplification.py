@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from anchorflow.intervention_tables import receiver_vs_random
+from anchorflow.interventions.scoring import markdown_table
+from anchorflow.interventions.tables import receiver_vs_random
 from anchorflow.io import read_json, read_jsonl, write_csv, write_text, write_tsv
 from anchorflow.plots import save_figure
 from anchorflow.plots.interventions import amplification_figure
-from anchorflow.scoring import markdown_table
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -2,12 +2,12 @@
 
 from transformers import AutoConfig
 
-from anchorflow.generation import patching_problems
-from anchorflow.interventions import build_conditions
+from anchorflow.data.rollouts import read_records
+from anchorflow.interventions.conditions import build_conditions
+from anchorflow.interventions.experiments import patching_problems
+from anchorflow.interventions.patching import patching_conditions
 from anchorflow.io import read_tsv, write_json
-from anchorflow.models import _location
-from anchorflow.patching import patching_conditions
-from anchorflow.rollouts import read_records
+from anchorflow.models.loading import _location
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

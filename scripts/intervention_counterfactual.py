@@ -1,13 +1,17 @@
 """Counterfactual importance per sentence under each condition, and by category."""
 
-from anchorflow.counterfactual import importance_by_category, importance_table, load_embedder
-from anchorflow.intervention_tables import counterfactual_controls
+from anchorflow.data.rollouts import read_records
+from anchorflow.interventions.counterfactual import (
+    importance_by_category,
+    importance_table,
+    load_embedder,
+)
+from anchorflow.interventions.scoring import markdown_table
+from anchorflow.interventions.tables import counterfactual_controls
 from anchorflow.io import read_json, write_csv, write_text, write_tsv
-from anchorflow.models import pick_device
+from anchorflow.models.loading import pick_device
 from anchorflow.plots import save_figure
 from anchorflow.plots.interventions import counterfactual_figure
-from anchorflow.rollouts import read_records
-from anchorflow.scoring import markdown_table
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -2,13 +2,15 @@
 
 import torch
 
-from anchorflow.generation import SamplingSettings, experiment_items, generate, shard
+from anchorflow.data.rollouts import read_records
 from anchorflow.gpu_slots import assign_gpus
-from anchorflow.interventions import condition_groups, specs_from_json
+from anchorflow.interventions.conditions import condition_groups
+from anchorflow.interventions.decode import SamplingSettings, generate, shard
+from anchorflow.interventions.experiments import experiment_items
+from anchorflow.interventions.heads import specs_from_json
+from anchorflow.interventions.patching import ResidualPatch
 from anchorflow.io import read_json, read_npz, write_json
-from anchorflow.models import load_model, model_metadata
-from anchorflow.patching import ResidualPatch
-from anchorflow.rollouts import read_records
+from anchorflow.models.loading import load_model, model_metadata
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -2,12 +2,12 @@
 
 import torch
 
-from anchorflow.generation import build_prompt
+from anchorflow.data.rollouts import read_records
 from anchorflow.gpu_slots import assign_gpus
-from anchorflow.interventions import compute_head_means
+from anchorflow.interventions.heads import compute_head_means
+from anchorflow.interventions.prompts import build_prompt
 from anchorflow.io import write_npz
-from anchorflow.models import load_model, model_metadata
-from anchorflow.rollouts import read_records
+from anchorflow.models.loading import load_model, model_metadata
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

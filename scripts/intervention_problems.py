@@ -3,13 +3,15 @@ baseline when selection_samples > 0 and kept when their accuracy lies in the con
 
 import torch
 
-from anchorflow.generation import SamplingSettings, generate, problem_items, problem_prompt
+from anchorflow.data.problem_sets import candidate_problems, choose_problems, read_generated
+from anchorflow.data.rollouts import read_records
 from anchorflow.gpu_slots import assign_gpus
+from anchorflow.interventions.decode import SamplingSettings, generate
+from anchorflow.interventions.experiments import problem_items
+from anchorflow.interventions.prompts import problem_prompt
+from anchorflow.interventions.scoring import score_rows
 from anchorflow.io import read_json, write_json, write_tsv
-from anchorflow.models import load_model, model_metadata
-from anchorflow.problem_sets import candidate_problems, choose_problems, read_generated
-from anchorflow.rollouts import read_records
-from anchorflow.scoring import score_rows
+from anchorflow.models.loading import load_model, model_metadata
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

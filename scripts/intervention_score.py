@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from anchorflow.intervention_tables import failure_mode_table, strata_table
+from anchorflow.interventions.scoring import score_rows, summarise
+from anchorflow.interventions.tables import failure_mode_table, strata_table
 from anchorflow.io import read_json, write_jsonl, write_tsv
-from anchorflow.scoring import score_rows, summarise
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

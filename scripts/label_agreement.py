@@ -1,8 +1,8 @@
 """Agreement of Claude's labels with the dataset's: kappa, confusion matrix, per-category P/R."""
 
+from anchorflow.data.rollouts import read_records
 from anchorflow.io import read_json
 from anchorflow.labels.agreement import write_agreement_report
-from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -1,10 +1,10 @@
 """Label every uncached window of a rollouts folder through the Message Batches API."""
 
+from anchorflow.data.rollouts import read_records
 from anchorflow.io import read_tsv, write_json
 from anchorflow.labels.batch import BatchLabeller
 from anchorflow.labels.cache import ResponseCache
 from anchorflow.labels.labeller import Settings, make_api, transport_settings
-from anchorflow.rollouts import read_records
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -1,7 +1,7 @@
 """Token usage per trace of the Claude labels of a rollouts folder."""
 
 from anchorflow.io import read_json, write_tsv
-from anchorflow.labels.labeller import usage_table
+from anchorflow.labels.usage import usage_table
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

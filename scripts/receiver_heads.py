@@ -8,14 +8,14 @@ import numpy as np
 from tqdm import tqdm
 
 from anchorflow.io import read_json, read_npz, write_json, write_tsv
-from anchorflow.receivers import (
+from anchorflow.receivers.analysis import (
     analyse_receivers,
-    check_vertical_parameters,
     kurtosis_table,
     receiver_heads_table,
     receiver_score_table,
     reliability_table,
 )
+from anchorflow.receivers.heads import check_vertical_parameters
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -9,7 +9,7 @@ import torch
 from anchorflow.attention import trace_attention
 from anchorflow.gpu_slots import assign_gpus
 from anchorflow.io import read_json, write_npz
-from anchorflow.models import load_model, model_metadata
+from anchorflow.models.loading import load_model, model_metadata
 from anchorflow.shards import npz_loads, run_shard, shard_traces
 from anchorflow.workflow import log_to
 

@@ -1,7 +1,7 @@
 """Rule split_sentences: one trace's record -> sentences, character spans, boundary report."""
 
+from anchorflow.data.rollouts import get_record
 from anchorflow.io import write_json
-from anchorflow.rollouts import get_record
 from anchorflow.sentences import sentence_record
 from anchorflow.workflow import log_to
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from anchorflow.data.rollouts import get_record
 from anchorflow.io import read_json, read_npz, read_tsv, write_csv, write_tsv
 from anchorflow.plots import save_figure
 from anchorflow.plots.suppression import correlation_table, link_table, plot_link
-from anchorflow.receivers import sentence_categories
-from anchorflow.rollouts import get_record
+from anchorflow.receivers.categories import sentence_categories
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])

@@ -9,11 +9,11 @@ from tqdm import tqdm
 
 from anchorflow.gpu_slots import assign_gpus
 from anchorflow.io import read_json, read_tsv, write_npz
-from anchorflow.models import load_model, model_metadata
+from anchorflow.models.loading import load_model, model_metadata
 from anchorflow.shards import file_digest, npz_loads, run_shard, shard_traces
-from anchorflow.suppression import (
+from anchorflow.suppression.divergence import KLSettings
+from anchorflow.suppression.matrix import (
     CONVENTIONS,
-    KLSettings,
     result_arrays,
     suppression_heads,
     suppression_matrix,

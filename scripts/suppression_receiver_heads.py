@@ -7,12 +7,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from anchorflow.data.rollouts import get_record
 from anchorflow.gpu_slots import assign_gpus
 from anchorflow.io import read_json, read_tsv, write_tsv
-from anchorflow.models import load_model
-from anchorflow.rollouts import get_record
-from anchorflow.suppression import (
-    KLSettings,
+from anchorflow.models.loading import load_model
+from anchorflow.suppression.divergence import KLSettings
+from anchorflow.suppression.matrix import (
     cut_trace,
     extreme_sentences,
     suppression_heads,

@@ -1,8 +1,8 @@
 """Rule token_spans: sentences of one trace -> token spans under both rules, boundary report."""
 
+from anchorflow.data.rollouts import get_record
 from anchorflow.io import read_json, write_json
-from anchorflow.models import load_tokenizer
-from anchorflow.rollouts import get_record
+from anchorflow.models.loading import load_tokenizer
 from anchorflow.sentences import token_spans
 from anchorflow.workflow import log_to
 

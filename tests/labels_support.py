@@ -11,8 +11,8 @@ import pytest
 from fake_anthropic import CatalogTrace, FakeServer
 from real_data import PAPER_PROBLEMS, QWEN14B_ROLLOUTS, REAL_ROLLOUTS
 
+from anchorflow.data.rollouts import acquire, requested_traces
 from anchorflow.labels.dataset import dataset_chunk_labels
-from anchorflow.rollouts import acquire, requested_traces
 
 DUMMY_KEY = "sk-ant-test-dummy-key-0123456789"
 

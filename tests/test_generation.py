@@ -6,23 +6,23 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from anchorflow.generation import (
-    PAPER_PROMPT,
+from anchorflow.data.problem_sets import record_problems
+from anchorflow.interventions.decode import (
     GenerationItem,
     SamplingSettings,
-    build_prompt,
-    experiment_items,
     generate,
     nucleus_probabilities,
+    shard,
+)
+from anchorflow.interventions.experiments import (
+    experiment_items,
     patching_problems,
     problem_items,
     samples_per_problem,
-    sentence_span,
-    shard,
 )
-from anchorflow.interventions import HeadIntervention, stable_seed
-from anchorflow.problem_sets import record_problems
-from anchorflow.tiny_models import (
+from anchorflow.interventions.heads import HeadIntervention, stable_seed
+from anchorflow.interventions.prompts import PAPER_PROMPT, build_prompt, sentence_span
+from anchorflow.models.tiny import (
     FAMILIES,
     random_causal_lm,
     special_token_ids,

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from anchorflow.intervention_tables import (
+from anchorflow.interventions.scoring import failure_fields, repetition_loop, score_rows
+from anchorflow.interventions.tables import (
     answer_change_rate,
     counterfactual_controls,
     failure_mode_table,
@@ -21,7 +22,6 @@ from anchorflow.intervention_tables import (
     strata_table,
 )
 from anchorflow.plots.interventions import ablation_figure, amplification_figure, patching_figure
-from anchorflow.scoring import failure_fields, repetition_loop, score_rows
 
 
 def naive_loop(text: str, min_repeats: int, max_period: int, min_chars: int) -> bool:

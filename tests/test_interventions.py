@@ -12,21 +12,23 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from anchorflow.generation import GenerationItem, SamplingSettings, generate
-from anchorflow.interventions import (
-    HeadIntervention,
-    apply_interventions,
+from anchorflow.interventions.conditions import (
     build_conditions,
-    compute_head_means,
     condition_groups,
     condition_names,
     draw_matched_heads,
+)
+from anchorflow.interventions.decode import GenerationItem, SamplingSettings, generate
+from anchorflow.interventions.heads import (
+    HeadIntervention,
+    apply_interventions,
+    compute_head_means,
     head_geometry,
     specs_from_json,
     specs_to_json,
 )
-from anchorflow.scoring import score_text, summarise
-from anchorflow.tiny_models import FAMILIES, random_causal_lm, special_token_ids
+from anchorflow.interventions.scoring import score_text, summarise
+from anchorflow.models.tiny import FAMILIES, random_causal_lm, special_token_ids
 
 
 def tiny_model(family: str, vocab: int = 48, seed: int = 0) -> torch.nn.Module:

@@ -23,7 +23,7 @@ from anchorflow.labels.agreement import (
 from anchorflow.labels.cache import ResponseCache
 from anchorflow.labels.client import Api, RetryPolicy
 from anchorflow.labels.labeller import Settings, WindowLabeller, anthropic_label_document
-from anchorflow.labels.taxonomy import TAGS
+from anchorflow.taxonomy import TAGS
 
 
 def test_kappa_hand_computed():

@@ -28,7 +28,7 @@ from anchorflow.labels.labeller import (
     trace_windows,
 )
 from anchorflow.labels.prompt import PROMPT_VERSION
-from anchorflow.labels.taxonomy import TAGS
+from anchorflow.taxonomy import TAGS
 
 POLICY = RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.05)
 LOG = logging.getLogger("test_labels")

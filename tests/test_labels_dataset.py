@@ -11,7 +11,7 @@ from labels_support import real_records
 from anchorflow.io import read_json, write_jsonl
 from anchorflow.labels.dataset import LabelError, dataset_label_document, labelled_chunks
 from anchorflow.labels.labeller import label_trace_file
-from anchorflow.labels.taxonomy import TAGS
+from anchorflow.taxonomy import TAGS
 
 
 def test_dataset_labels_of_the_real_sample_align_by_chunk_idx(tmp_path):

@@ -19,7 +19,7 @@ from anchorflow.labels.prompt import (
     user_text,
     validate_response,
 )
-from anchorflow.labels.taxonomy import TAGS
+from anchorflow.taxonomy import TAGS
 
 CHUNKS = [(i, f"sentence number {i}.") for i in range(0, 23) if i != 5]  # chunk 5 filtered out
 

@@ -13,8 +13,8 @@ from conftest import DEMO_CONFIG, copy_workflow, run_snakemake
 from fake_anthropic import FakeServer
 from labels_support import DUMMY_KEY, catalog
 
-from anchorflow.demo_data import DEMO_PROBLEM_NUMBERS, ROLLOUTS
-from anchorflow.rollouts import acquire, requested_traces
+from anchorflow.data.demo import DEMO_PROBLEM_NUMBERS, ROLLOUTS
+from anchorflow.data.rollouts import acquire, requested_traces
 
 
 def test_transport_settings_and_a_moved_cache_rerun_and_buy_nothing(tmp_path: Path) -> None:

@@ -8,9 +8,15 @@ from typing import Any
 import pytest
 import torch
 
-from anchorflow import models
-from anchorflow.demo_model import build_demo_model
-from anchorflow.models import encode_text, load_model, load_tokenizer, model_metadata, pick_device
+from anchorflow.models import loading as models
+from anchorflow.models.demo import build_demo_model
+from anchorflow.models.loading import (
+    encode_text,
+    load_model,
+    load_tokenizer,
+    model_metadata,
+    pick_device,
+)
 
 TEXT = "Let me think. Wait, that is wrong.\n\nAlternatively, count again. Wait, yes. " * 6
 

@@ -21,17 +21,17 @@ import yaml
 from real_data import QWEN14B_ROLLOUTS, REPO_ROOT, real_trace_folders
 
 from anchorflow.config import validate_config
-from anchorflow.parity_effects import RunInputs, parity_effects
-from anchorflow.receivers import (
-    category_means,
+from anchorflow.interventions.scoring import normalize_latex
+from anchorflow.receivers.categories import category_means
+from anchorflow.receivers.heads import (
     head_kurtosis,
     mean_kurtosis,
     receiver_scores,
-    split_half_reliability,
     top_receiver_heads,
     vertical_scores,
 )
-from anchorflow.scoring import normalize_latex
+from anchorflow.receivers.parity import RunInputs, parity_effects
+from anchorflow.receivers.reliability import split_half_reliability
 
 # --- transcriptions of the reference (method reference §5.3-§5.6, §11.2) ----------------------
 

@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from anchorflow.generation import GenerationItem, SamplingSettings, generate
-from anchorflow.patching import (
+from anchorflow.interventions.decode import GenerationItem, SamplingSettings, generate
+from anchorflow.interventions.patching import (
     ResidualPatch,
     apply_residual_patch,
     choose_patch_sentences,
     patching_conditions,
     sentence_token_mask,
 )
-from anchorflow.tiny_models import (
+from anchorflow.models.tiny import (
     FAMILIES,
     random_causal_lm,
     special_token_ids,

@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 
 from anchorflow.attention import sentence_attention
-from anchorflow.demo_data import write_demo_dataset
-from anchorflow.demo_model import build_demo_model
-from anchorflow.generation import SamplingSettings, experiment_items, generate
-from anchorflow.interventions import build_conditions, specs_from_json
-from anchorflow.models import encode_text, load_model
-from anchorflow.patching import ResidualPatch, patching_conditions
-from anchorflow.problem_sets import record_problems
-from anchorflow.receivers import head_kurtosis, rank_heads, receiver_scores, vertical_scores
-from anchorflow.scoring import score_text
+from anchorflow.data.demo import write_demo_dataset
+from anchorflow.data.problem_sets import record_problems
+from anchorflow.interventions.conditions import build_conditions
+from anchorflow.interventions.decode import SamplingSettings, generate
+from anchorflow.interventions.experiments import experiment_items
+from anchorflow.interventions.heads import specs_from_json
+from anchorflow.interventions.patching import ResidualPatch, patching_conditions
+from anchorflow.interventions.scoring import score_text
+from anchorflow.models.demo import build_demo_model
+from anchorflow.models.loading import encode_text, load_model
+from anchorflow.receivers.heads import head_kurtosis, rank_heads, receiver_scores, vertical_scores
 from anchorflow.sentences import sentence_record, split_solution, token_spans
 
 SETTINGS = SamplingSettings(temperature=0.6, top_p=0.95, max_new_tokens=16, batch_size=8)

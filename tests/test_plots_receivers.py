@@ -8,13 +8,13 @@ import pytest
 
 from anchorflow.plots import figure_bytes, save_figure
 from anchorflow.plots.receivers import FIGURE4_COLUMNS, figure4_data, plot_figure4, plot_figure5
-from anchorflow.receivers import (
+from anchorflow.receivers.heads import (
     head_kurtosis,
     mean_kurtosis,
-    split_half_reliability,
     top_receiver_heads,
     vertical_scores,
 )
+from anchorflow.receivers.reliability import split_half_reliability
 
 CATEGORIES = ["plan_generation", "active_computation", "self_checking"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from anchorflow.problem_sets import (
+from anchorflow.data.problem_sets import (
     ARITHMETIC_RESOURCE,
     arithmetic_problems,
     candidate_problems,

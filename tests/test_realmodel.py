@@ -24,13 +24,16 @@ from real_data import (
     SAMPLING_FOLDER,
 )
 
-from anchorflow import smollm2 as smollm2_files
-from anchorflow.attention import naive_sentence_attention, sentence_attention, token_attentions
-from anchorflow.generation import GenerationItem, SamplingSettings, build_prompt, generate
-from anchorflow.interventions import HeadIntervention, apply_interventions, head_geometry
-from anchorflow.models import encode_text, load_model
+from anchorflow.attention import sentence_attention, token_attentions
+from anchorflow.interventions.decode import GenerationItem, SamplingSettings, generate
+from anchorflow.interventions.heads import HeadIntervention, apply_interventions, head_geometry
+from anchorflow.interventions.prompts import build_prompt
+from anchorflow.models import smollm2 as smollm2_files
+from anchorflow.models.loading import encode_text, load_model
+from anchorflow.reference import naive_sentence_attention, reference_suppression_matrix
 from anchorflow.sentences import sentence_record, token_spans
-from anchorflow.suppression import KLSettings, reference_suppression_matrix, suppression_matrix
+from anchorflow.suppression.divergence import KLSettings
+from anchorflow.suppression.matrix import suppression_matrix
 
 GGUF = smollm2_files.gguf_path()
 TOKENIZER = smollm2_files.tokenizer_path()

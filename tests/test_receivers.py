@@ -13,29 +13,35 @@ from real_data import QWEN14B_ROLLOUTS, REPO_ROOT, real_trace_folders
 from scipy import stats
 from test_parity import reference_vertical_scores
 
-from anchorflow.receivers import (
+from anchorflow.receivers.analysis import (
     analyse_receivers,
-    bootstrap_top_k_jaccard,
-    category_means,
-    check_vertical_parameters,
-    head_kurtosis,
-    jaccard,
     kurtosis_array,
     kurtosis_table,
-    markdown_table,
-    mean_kurtosis,
-    paired_ttests,
-    rank_heads,
     receiver_heads_table,
     receiver_score_table,
-    receiver_scores,
-    reliability_order,
     reliability_table,
+)
+from anchorflow.receivers.categories import (
+    category_means,
+    markdown_table,
+    paired_ttests,
     sentence_categories,
-    split_half_reliability,
+    with_categories,
+)
+from anchorflow.receivers.heads import (
+    check_vertical_parameters,
+    head_kurtosis,
+    mean_kurtosis,
+    rank_heads,
+    receiver_scores,
     top_receiver_heads,
     vertical_scores,
-    with_categories,
+)
+from anchorflow.receivers.reliability import (
+    bootstrap_top_k_jaccard,
+    jaccard,
+    reliability_order,
+    split_half_reliability,
 )
 
 ORACLE = np.array(

@@ -17,16 +17,15 @@ from real_data import (
     SAMPLING_FOLDER,
 )
 
-from anchorflow.demo_data import DEMO_PROBLEM_NUMBERS, ROLLOUTS, write_demo_dataset
-from anchorflow.rollouts import (
+from anchorflow.data.demo import DEMO_PROBLEM_NUMBERS, ROLLOUTS, write_demo_dataset
+from anchorflow.data.rollouts import (
     AcquisitionError,
     acquire,
     check_usable,
     normalise_trace,
-    read_parquet_files,
-    read_tree_files,
     requested_traces,
 )
+from anchorflow.data.sources import read_parquet_files, read_tree_files
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +237,7 @@ def test_missing_optional_chunks_json_is_fine_and_a_wrong_one_is_not(demo_root: 
     assert without["chunks"] == with_chunks["chunks"]
     chunks = json.loads(files["chunks.json"])
     chunks["chunks"] = chunks["chunks"][:-1]
-    from anchorflow.rollouts import TraceDataError
+    from anchorflow.data.rollouts import TraceDataError
 
     with pytest.raises(TraceDataError, match="chunks.json differs"):
         normalise_trace(request, {**files, "chunks.json": json.dumps(chunks)})
@@ -251,7 +250,7 @@ def test_hf_source_is_resolved_lazily_without_contacting_the_hub() -> None:
 
 
 def test_source_fingerprint_follows_local_content_only(demo_root: Path, tmp_path: Path) -> None:
-    from anchorflow.rollouts import source_fingerprint
+    from anchorflow.data.rollouts import source_fingerprint
 
     requests = demo_requests()
     copy = tmp_path / "copy"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest
 
-from anchorflow.scoring import (
+from anchorflow.interventions.scoring import (
     answers_match,
     extract_answer,
     markdown_table,

@@ -6,22 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from anchorflow import suppression
-from anchorflow.suppression import (
-    NO_EFFECT_LOG_KL,
-    KLSettings,
-    compress_nucleus,
-    head_selection,
-    kl_from_logits,
-    nucleus_kl,
+from anchorflow.models.tiny import random_causal_lm
+from anchorflow.reference import (
     reference_nucleus,
     reference_sparse_kl,
     reference_suppression_matrix,
-    sentence_log_kl,
-    suppression_attention,
-    suppression_matrix,
 )
-from anchorflow.tiny_models import random_causal_lm
+from anchorflow.suppression import attention as suppression_attention_module
+from anchorflow.suppression import matrix as suppression_matrix_module
+from anchorflow.suppression.attention import head_selection, suppression_attention
+from anchorflow.suppression.divergence import (
+    NO_EFFECT_LOG_KL,
+    KLSettings,
+    compress_nucleus,
+    kl_from_logits,
+    nucleus_kl,
+)
+from anchorflow.suppression.matrix import sentence_log_kl, suppression_matrix
 
 VOCAB = 160
 SPANS = np.array([[3, 9], [9, 14], [14, 22], [22, 27], [27, 35], [35, 41], [41, 48]])
@@ -147,7 +148,7 @@ def test_query_blocks_reproduce_whole_attention(attention: str, query_block: int
 def test_query_blocks_cover_rows_without_one_row_remainder(
     n_queries: int, block: int, sizes: list[int]
 ) -> None:
-    blocks = suppression.query_blocks(n_queries, block)
+    blocks = suppression_attention_module.query_blocks(n_queries, block)
     assert [piece.stop - piece.start for piece in blocks] == sizes
     assert blocks[0].start == 0 and blocks[-1].stop == n_queries
     assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=False))
@@ -196,14 +197,14 @@ def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_model("qwen2")
     settings = KLSettings(mode="full")
     expected = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=1)
-    original = suppression._forward_suppressed
+    original = suppression_matrix_module._forward_suppressed
 
     def small_batches_only(*args: object, **kwargs: object) -> torch.Tensor:
         if args[3].shape[0] > 2:
             raise torch.OutOfMemoryError("injected")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(suppression, "_forward_suppressed", small_batches_only)
+    monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", small_batches_only)
     result = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=8)
     assert (result.batch_size, result.n_oom_retries) == (2, 2)
     np.testing.assert_allclose(result.log_kl, expected.log_kl, atol=1e-5, rtol=0)
@@ -213,7 +214,7 @@ def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
             raise torch.OutOfMemoryError("injected")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(suppression, "_forward_suppressed", small_blocks_only)
+    monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", small_blocks_only)
     result = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=2, query_block=16)
     assert (result.batch_size, result.query_block, result.n_oom_retries) == (1, 4, 3)
     np.testing.assert_allclose(result.log_kl, expected.log_kl, atol=1e-5, rtol=0)
@@ -221,7 +222,7 @@ def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     def always(*args: object, **kwargs: object) -> torch.Tensor:
         raise torch.OutOfMemoryError("injected")
 
-    monkeypatch.setattr(suppression, "_forward_suppressed", always)
+    monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", always)
     with pytest.raises(torch.OutOfMemoryError):
         suppression_matrix(model, token_ids(), SPANS, settings, batch_size=4)
 
@@ -330,11 +331,11 @@ class WordTokenizer:
 def test_trace_inputs_checks_the_token_count() -> None:
     record = {"trace": "7_correct", "full_cot": "one two three four"}
     tokens = {"n_tokens": 5, "token_spans": [[1, 3], [3, 5]]}
-    ids, spans = suppression.trace_inputs(WordTokenizer(), record, tokens)
+    ids, spans = suppression_matrix_module.trace_inputs(WordTokenizer(), record, tokens)
     assert ids.tolist() == [0, 3, 3, 5, 4]
     assert spans.dtype == np.int64 and spans.tolist() == [[1, 3], [3, 5]]
     with pytest.raises(ValueError, match="gives 5 tokens for 7_correct .* has 6"):
-        suppression.trace_inputs(WordTokenizer(), record, {**tokens, "n_tokens": 6})
+        suppression_matrix_module.trace_inputs(WordTokenizer(), record, {**tokens, "n_tokens": 6})
 
 
 @pytest.mark.parametrize("tie", [0, 1, 2, 4])

@@ -19,7 +19,7 @@ from anchorflow.plots.suppression import (
     row_centred,
     suppression_importance,
 )
-from anchorflow.suppression import extreme_sentences
+from anchorflow.suppression.matrix import extreme_sentences
 
 
 def random_log_kl(n: int, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import DEMO_CONFIG, WorkflowCopy, copy_workflow, run_snakemake
 
-from anchorflow.intervention_checks import check_run, merged_config
+from anchorflow.interventions.checks import check_run, merged_config
 
 pytestmark = pytest.mark.slow
 MODEL = "demo-qwen2"

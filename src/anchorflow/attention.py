@@ -33,8 +33,8 @@ import torch
 from tqdm import tqdm
 from transformers import AttentionInterface, PreTrainedModel
 
-from anchorflow.models import encode_text
-from anchorflow.receivers import vertical_scores
+from anchorflow.models.loading import encode_text
+from anchorflow.receivers.heads import vertical_scores
 
 ATTENTION_NAME = "anchorflow_sentence"
 log = logging.getLogger(__name__)
@@ -271,24 +271,6 @@ def token_attentions(model: PreTrainedModel, input_ids: torch.Tensor) -> list[np
             input_ids=input_ids.to(model.device), output_attentions=True, use_cache=False
         )
     return [layer[0].float().cpu().numpy() for layer in outputs.attentions]
-
-
-def naive_sentence_attention(
-    model: PreTrainedModel, input_ids: torch.Tensor, token_spans: np.ndarray | list
-) -> np.ndarray:
-    """The definition, as the reference computes it: a forward with ``output_attentions=True``,
-    then per head a Python double loop of ``np.mean`` over token blocks.
-    ``[layers, heads, n_sentences, n_sentences]`` float32."""
-    spans = check_token_spans(token_spans, input_ids.shape[1])
-    attentions = token_attentions(model, input_ids)
-    n_sentences = len(spans)
-    result = np.zeros((len(attentions), attentions[0].shape[0], n_sentences, n_sentences))
-    for layer, heads in enumerate(attentions):
-        for head, matrix in enumerate(heads):
-            for i, (r0, r1) in enumerate(spans):
-                for j, (c0, c1) in enumerate(spans):
-                    result[layer, head, i, j] = np.mean(matrix[r0:r1, c0:c1])
-    return result.astype(np.float32)
 
 
 def trace_attention(

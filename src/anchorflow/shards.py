@@ -19,8 +19,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from anchorflow.data.rollouts import get_record
 from anchorflow.io import atomic_path, read_npz
-from anchorflow.rollouts import get_record
 
 
 def shard_of(item: str, n_shards: int) -> int:

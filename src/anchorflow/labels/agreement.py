@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anchorflow.labels.taxonomy import TAGS
+from anchorflow.taxonomy import TAGS
 
 
 def cohen_kappa(reference: Sequence[str], other: Sequence[str]) -> float:

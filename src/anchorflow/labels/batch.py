@@ -30,14 +30,9 @@ import anthropic
 from anchorflow.io import read_json, write_json
 from anchorflow.labels.cache import ResponseCache
 from anchorflow.labels.client import Api, MalformedResponse, loads_marking_duplicates
-from anchorflow.labels.labeller import (
-    Settings,
-    is_usable,
-    outcome_from_parsed,
-    trace_windows,
-    usage_of,
-)
+from anchorflow.labels.labeller import Settings, is_usable, outcome_from_parsed, trace_windows
 from anchorflow.labels.prompt import Window, validate_response
+from anchorflow.labels.usage import usage_of
 
 # An interrupted create is matched to a listed batch created at most this long before its intent
 # was written (clock differences between this machine and the server).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from anchorflow.labels.taxonomy import MIN_CHUNK_CHARS, TAGS
+from anchorflow.taxonomy import MIN_CHUNK_CHARS, TAGS
 
 
 class LabelError(ValueError):

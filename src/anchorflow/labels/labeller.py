@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
+from anchorflow.data.rollouts import get_record
 from anchorflow.io import write_json
 from anchorflow.labels import prompt
 from anchorflow.labels.cache import ResponseCache
@@ -38,48 +36,8 @@ from anchorflow.labels.prompt import (
     split_window,
     validate_response,
 )
-from anchorflow.labels.taxonomy import UNKNOWN
-from anchorflow.rollouts import get_record
-
-USAGE_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-)
-
-
-def _token_count(value: Any) -> int | None:
-    """A token count as an int; None when it is not a finite non-negative number."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if math.isfinite(number) and number >= 0 else None
-
-
-def usage_of(message: Mapping[str, Any]) -> dict[str, int]:
-    """The four token counts of a response (absent ones are 0). Unreadable counts are 0 and
-    listed under ``unreadable_usage`` (a bad count never discards a paid answer)."""
-    usage = message.get("usage")
-    usage = usage if isinstance(usage, Mapping) else {}
-    counts: dict[str, Any] = {}
-    unreadable = []
-    for name in USAGE_FIELDS:
-        count = _token_count(usage.get(name) or 0)
-        if count is None:
-            unreadable.append(name)
-        counts[name] = count or 0
-    if unreadable:
-        counts["unreadable_usage"] = unreadable
-    return counts
-
-
-def add_usage(*usages: Mapping[str, Any]) -> dict[str, int]:
-    """Token counts summed over ``usages`` (the ``unreadable_usage`` notes are dropped)."""
-    return {name: sum(int(usage.get(name, 0)) for usage in usages) for name in USAGE_FIELDS}
+from anchorflow.labels.usage import add_usage, usage_of
+from anchorflow.taxonomy import UNKNOWN
 
 
 def request_key(request: Mapping[str, Any]) -> str:
@@ -384,19 +342,3 @@ def label_trace_file(
         "%s/%s: %d chunks labelled (%s)", rollouts, trace, len(document["chunks"]), params["source"]
     )
     return document
-
-
-def usage_table(documents: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """Token usage per trace (``rollouts, trace, windows, requests, batch`` and the four token
-    counts), from Claude label files."""
-    rows = [
-        {
-            "rollouts": doc["rollouts"],
-            "trace": doc["trace"],
-            "model": doc["model"],
-            **{key: doc["usage"][key] for key in ("windows", "requests", "batch")},
-            **{name: doc["usage"][name] for name in USAGE_FIELDS},
-        }
-        for doc in documents
-    ]
-    return pd.DataFrame(rows)

@@ -17,7 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from anchorflow.labels.client import DUPLICATE_KEYS, loads_marking_duplicates
-from anchorflow.labels.taxonomy import TAG_DEFINITIONS, TAGS
+from anchorflow.taxonomy import TAG_DEFINITIONS, TAGS
 
 PROMPT_HUMAN_VERSION = "v1"
 TOOL_NAME = "record_chunk_labels"

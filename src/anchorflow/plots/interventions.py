@@ -145,7 +145,7 @@ def patching_figure(table: pd.DataFrame, draws: pd.DataFrame) -> tuple[Figure, p
 
 def counterfactual_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     """Mean counterfactual importance (± s.e.m.) per sentence category, bars per condition.
-    ``table``: :func:`anchorflow.counterfactual.importance_by_category`."""
+    ``table``: :func:`anchorflow.interventions.counterfactual.importance_by_category`."""
     data = table.copy()
     categories = sorted(data["category"].unique())
     conditions = list(dict.fromkeys(data["condition"]))

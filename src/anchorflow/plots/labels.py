@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from anchorflow.io import atomic_path, write_csv  # noqa: E402
-from anchorflow.labels.taxonomy import TAGS  # noqa: E402
+from anchorflow.taxonomy import TAGS
 
 
 def plot_confusion(

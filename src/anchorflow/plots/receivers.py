@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from anchorflow.plots import figure_style
-from anchorflow.receivers import split_half_means
+from anchorflow.receivers.reliability import split_half_means
 
 FIGURE4_COLUMNS = ["panel", "trace", "layer", "head", "rank", "x", "y", "value"]
 CATEGORY_LABELS = {

@@ -277,7 +277,7 @@ def choose_problems(
 
 
 def main() -> None:
-    """Write the committed arithmetic set: ``python -m anchorflow.problem_sets [path]``."""
+    """Write the committed arithmetic set: ``python -m anchorflow.data.problem_sets [path]``."""
     import sys
 
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else ARITHMETIC_RESOURCE

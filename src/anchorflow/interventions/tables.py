@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from anchorflow.scoring import wilson_interval
+from anchorflow.interventions.scoring import wilson_interval
 
 FAMILY_KEYS = ("kind", "k", "scale")
 

@@ -1,147 +1,17 @@
-"""The trace explorer: static, self-contained HTML pages of a run (no network, no CDN).
-
-``explorer/index.html`` lists every trace with its problem, correctness, model, sizes and top
-anchors, the run's receiver heads, and links to the figures and intervention tables. One page
-per (model, trace), ``explorer/traces/{model}/{trace}.html``, shows the trace's sentences
-coloured by category, a selectable measure shaded on the text (missing values drawn as missing,
-never as zero), sorting by any measure, a tooltip with every value and the sentence's
-dependencies, the suppression matrix as a heatmap (hover shows both sentences) and the top
-receiver heads' vertical-score curves. Data are embedded as JSON; the script is plain JavaScript
-in the page.
-"""
+"""The explorer's HTML: an index page and one page per trace, self-contained (the data embedded as
+JSON, the style and the plain-JavaScript script inline)."""
 
 from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from anchorflow.io import read_json, read_npz, read_tsv, write_text
-from anchorflow.rollouts import read_records
-
-# Measures a trace page can shade, in menu order: (key, label).
-MEASURES = (
-    ("receiver_score", "receiver-head score"),
-    ("suppression_importance", "suppression importance"),
-    ("counterfactual_importance_kl", "counterfactual importance (KL, dataset)"),
-    ("resampling_importance_accuracy", "resampling importance (accuracy, dataset)"),
-    ("ablation_importance_kl", "counterfactual importance under ablation (KL)"),
-)
-CATEGORY_COLOURS = {
-    "problem_setup": "#7f7f7f",
-    "plan_generation": "#d62728",
-    "fact_retrieval": "#ff7f0e",
-    "active_computation": "#2ca02c",
-    "uncertainty_management": "#9467bd",
-    "result_consolidation": "#1f77b4",
-    "self_checking": "#8c564b",
-    "final_answer_emission": "#e377c2",
-    "unknown": "#bcbd22",
-}
-TOP_ANCHORS = 3
-CURVE_HEADS = 5
-
-
-def _number(value: Any, digits: int = 4) -> float | None:
-    """A finite float rounded to ``digits`` significant digits, or None (missing)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number):
-        return None
-    return float(f"{number:.{digits}g}")
-
-
-@dataclass
-class TracePage:
-    """Everything one trace page shows. ``measures[key]`` has one value (or None) per sentence;
-    ``matrix`` is the suppression ``log_kl`` ``[n, n]`` (or None); ``curves`` maps a head name
-    to its vertical scores ``[n]``."""
-
-    model: str
-    trace: str
-    problem: str
-    correct: bool
-    n_tokens: int | None
-    sentences: list[str]
-    chunk_idx: list[int]
-    categories: list[str]
-    depends_on: list[list[int]]
-    measures: dict[str, list[float | None]]
-    matrix: list[list[float | None]] | None = None
-    curves: dict[str, list[float | None]] = field(default_factory=dict)
-
-    def top_anchors(self, count: int = TOP_ANCHORS) -> list[int]:
-        """The sentences of highest receiver-head score (missing scores last)."""
-        scores = self.measures.get("receiver_score", [])
-        ranked = sorted(
-            (index for index, value in enumerate(scores) if value is not None),
-            key=lambda index: -scores[index],
-        )
-        return ranked[:count]
-
-    def as_json(self) -> dict[str, Any]:
-        labels = dict(MEASURES)
-        return {
-            "model": self.model,
-            "trace": self.trace,
-            "problem": self.problem,
-            "correct": self.correct,
-            "n_tokens": self.n_tokens,
-            "sentences": [
-                {
-                    "index": index,
-                    "chunk_idx": self.chunk_idx[index],
-                    "text": text,
-                    "category": self.categories[index],
-                    "depends_on": self.depends_on[index],
-                }
-                for index, text in enumerate(self.sentences)
-            ],
-            "measures": [
-                {"key": key, "label": labels[key], "values": values}
-                for key, values in self.measures.items()
-            ],
-            "matrix": self.matrix,
-            "curves": self.curves,
-            "colours": CATEGORY_COLOURS,
-        }
-
-
-def per_sentence(values: Mapping[int, Any], n_sentences: int) -> list[float | None]:
-    """``values`` keyed by sentence index as a list of ``n_sentences`` (None where absent)."""
-    return [_number(values.get(index)) for index in range(n_sentences)]
-
-
-def by_chunk(values: Mapping[int, Any], chunk_idx: Sequence[int]) -> list[float | None]:
-    """``values`` keyed by dataset ``chunk_idx`` as one value per sentence (None where absent)."""
-    return [_number(values.get(int(chunk))) for chunk in chunk_idx]
-
-
-def matrix_json(matrix: np.ndarray | None) -> list[list[float | None]] | None:
-    """A square matrix as nested lists with 3 significant digits, NaN as None."""
-    if matrix is None:
-        return None
-    return [[_number(value, 3) for value in row] for row in np.asarray(matrix)]
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
-def head_curves(vertical: np.ndarray, heads: Sequence[Sequence[int]]) -> dict[str, list]:
-    """Vertical scores ``[layers, heads, n]`` of the given (layer, head) pairs, by head name."""
-    return {
-        head_name(layer, head): [_number(value) for value in vertical[layer, head]]
-        for layer, head in heads
-    }
+from anchorflow.explorer.pages import CATEGORY_COLOURS, TracePage, rounded_number
+from anchorflow.io import write_text
 
 
 def _embed(data: Any) -> str:
@@ -167,6 +37,7 @@ max-width:460px;font-size:.85em;z-index:5;pointer-events:none;box-shadow:0 2px 6
 canvas{border:1px solid #ccc;image-rendering:pixelated}
 .muted{color:#777}
 """
+
 
 TRACE_SCRIPT = """
 const data = JSON.parse(document.getElementById('page-data').textContent);
@@ -384,7 +255,7 @@ def render_index(
     for model, table in heads.items():
         head_rows = "".join(
             f"<tr><td>{rank}</td><td>{row['layer']}</td><td>{row['head']}</td>"
-            f"<td>{_number(row['mean_kurtosis'])}</td></tr>"
+            f"<td>{rounded_number(row['mean_kurtosis'])}</td></tr>"
             for rank, row in enumerate(table, 1)
         )
         head_sections.append(
@@ -427,150 +298,3 @@ def write_explorer(
     index = folder / "index.html"
     write_text(index, render_index(run, entries, heads, links))
     return [index, *written]
-
-
-def _trace_values(table: Any, trace: str, column: str) -> dict[int, Any] | None:
-    """``column`` of a trace's rows keyed by their ``sentence`` (None without such rows)."""
-    if table is None:
-        return None
-    rows = table[table["trace"] == trace]
-    return dict(zip(rows["sentence"], rows[column], strict=True)) if len(rows) else None
-
-
-def _labels_by_chunk(chunks: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
-    return {int(chunk["chunk_idx"]): chunk for chunk in chunks}
-
-
-def trace_page(
-    results: Path,
-    model: str,
-    rollouts: str,
-    record: Mapping[str, Any],
-    scores: Any,
-    heads: Sequence[Sequence[int]],
-    suppression: Any,
-    ablation: Any,
-    curve_heads: int = CURVE_HEADS,
-) -> TracePage:
-    """The page of one trace from the run's files (``scores``, ``suppression``, ``ablation``:
-    the model's receiver-score, suppression-importance and ablation-importance tables, or None)."""
-    trace = record["trace"]
-    sentences = read_json(results / "sentences" / rollouts / f"{trace}.json")
-    chunk_idx = [int(chunk) for chunk in sentences["chunk_idx"]]
-    n = len(chunk_idx)
-    labels = _labels_by_chunk(read_json(results / "labels" / rollouts / f"{trace}.json")["chunks"])
-    tokens = results / "tokens" / model / f"{trace}.json"
-    categories, depends_on = [], []
-    for chunk in chunk_idx:
-        label = labels.get(chunk, {})
-        categories.append((list(label.get("function_tags") or []) or ["unknown"])[0])
-        depends_on.append([int(dep) for dep in label.get("depends_on") or []])
-    dataset = _labels_by_chunk(record.get("labels") or [])
-    measures: dict[str, list[float | None]] = {}
-    receiver = _trace_values(scores, trace, "receiver_score")
-    if receiver is not None:
-        measures["receiver_score"] = per_sentence(receiver, n)
-    suppressed = _trace_values(suppression, trace, "suppression_importance")
-    if suppressed is not None:
-        measures["suppression_importance"] = per_sentence(suppressed, n)
-    for metric in ("counterfactual_importance_kl", "resampling_importance_accuracy"):
-        measures[metric] = by_chunk(
-            {chunk: label.get(metric) for chunk, label in dataset.items()}, chunk_idx
-        )
-    ablated = _trace_values(ablation, trace, "counterfactual_importance_kl")
-    if ablated is not None:
-        measures["ablation_importance_kl"] = by_chunk(ablated, chunk_idx)
-    matrix_file = results / "suppression" / model / f"{trace}.npz"
-    matrix = read_npz(matrix_file)[0]["log_kl"] if matrix_file.exists() else None
-    attention_file = results / "attention" / model / f"{trace}.npz"
-    curves = {}
-    if attention_file.exists() and len(heads):
-        vertical = read_npz(attention_file)[0]["vertical_scores"]
-        curves = head_curves(vertical, list(heads)[:curve_heads])
-    return TracePage(
-        model=model,
-        trace=trace,
-        problem=record["problem_text"],
-        correct=bool(record["is_correct"]),
-        n_tokens=read_json(tokens)["n_tokens"] if tokens.exists() else None,
-        sentences=list(sentences["sentences"]),
-        chunk_idx=chunk_idx,
-        categories=categories,
-        depends_on=depends_on,
-        measures=measures,
-        matrix=matrix_json(matrix) if matrix is not None and len(matrix) == n else None,
-        curves=curves,
-    )
-
-
-def _table(path: Path) -> Any:
-    return read_tsv(path) if path.exists() else None
-
-
-def explorer_pages(
-    results: str | Path,
-    models: Mapping[str, str],
-    interventions_model: str | None,
-    curve_heads: int = CURVE_HEADS,
-) -> tuple[list[TracePage], dict[str, list[dict]], list[tuple[str, str]]]:
-    """The pages of every usable trace of every model (``models``: name -> rollouts folder),
-    the receiver heads per model and the links to the run's figures and tables (relative to
-    ``explorer/``)."""
-    results = Path(results)
-    records = read_records(str(results / "rollouts" / "records.jsonl"))
-    pages, heads, links = [], {}, []
-    for model, rollouts in models.items():
-        head_table = _table(results / "receivers" / model / "receiver_heads.tsv")
-        head_rows = [] if head_table is None else head_table.to_dict(orient="records")
-        heads[model] = head_rows
-        top = [(int(row["layer"]), int(row["head"])) for row in head_rows]
-        scores = _table(results / "receivers" / model / "receiver_scores.tsv")
-        suppression = _table(results / "suppression" / model / "importance.tsv")
-        ablation = None
-        if model == interventions_model:
-            table = _table(results / "interventions" / model / "counterfactual" / "importance.tsv")
-            if table is not None:
-                ablation = table[table["kind"] == "receivers"]
-        for record in records:
-            if record["rollouts"] == rollouts:
-                pages.append(
-                    trace_page(
-                        results,
-                        model,
-                        rollouts,
-                        record,
-                        scores,
-                        top,
-                        suppression,
-                        ablation,
-                        curve_heads,
-                    )  # fmt: skip
-                )
-        for name in ("figure4", "figure5", "figure6", "suppression_grid"):
-            if (results / "figures" / model / f"{name}.png").exists():
-                links.append((f"{name} ({model})", f"../figures/{model}/{name}.png"))
-    for table in sorted((results / "interventions").glob("*/*/*.md")):
-        links.append((table.stem.replace("_", " "), "../" + str(table.relative_to(results))))
-    return pages, heads, links
-
-
-def main() -> None:
-    """``python -m anchorflow.explorer results/RUN --model NAME=ROLLOUTS ...``: the explorer of
-    a run from whatever stages it has (the ``explorer`` rule does the same once all have run)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
-    parser.add_argument("results", type=Path, help="results/{run}")
-    parser.add_argument("--model", action="append", required=True, help="NAME=ROLLOUTS")
-    parser.add_argument("--interventions-model", default=None)
-    parser.add_argument("--output", type=Path, default=None, help="default: RESULTS/explorer")
-    arguments = parser.parse_args()
-    models = dict(item.split("=", 1) for item in arguments.model)
-    pages, heads, links = explorer_pages(arguments.results, models, arguments.interventions_model)
-    output = arguments.output or arguments.results / "explorer"
-    written = write_explorer(output, arguments.results.name, pages, heads, links)
-    print(f"{len(written)} pages under {output}")
-
-
-if __name__ == "__main__":
-    main()

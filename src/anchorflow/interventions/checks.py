@@ -1,6 +1,6 @@
 """Completeness checks of an intervention run's tables (what CI asserts after the real tier).
 
-``python -m anchorflow.intervention_checks CONFIG [CONFIG ...]`` merges the config files as
+``python -m anchorflow.interventions.checks CONFIG [CONFIG ...]`` merges the config files as
 Snakemake does (``config.yaml`` first), fills the schema's defaults and checks the tables of the
 configured intervention model: every condition present, each with the configured number of
 samples, at least ``n_random_draws`` random draws per receiver condition, the problem selection
@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from anchorflow.config import validate_config
-from anchorflow.counterfactual import analysed_sentences
-from anchorflow.generation import patching_problems, samples_per_problem
+from anchorflow.data.rollouts import read_records
+from anchorflow.interventions.counterfactual import analysed_sentences
+from anchorflow.interventions.experiments import patching_problems, samples_per_problem
 from anchorflow.io import read_json, read_tsv
-from anchorflow.rollouts import read_records
 
 SCHEMA = Path("schemas/config.schema.yaml")
 TABLES = {"amplification": "amplification.tsv", "ablation": "ablation.tsv"}

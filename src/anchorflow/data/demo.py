@@ -8,10 +8,10 @@ checking and consolidation sentences, labelled with the dataset's ``function_tag
 
 Every answer is one digit, and every trace has one **anchor** sentence, early on, that states
 its result as a number word ("That leaves seven marbles in the crate."). No other sentence
-uses a number word, so the demo model's planted head (``anchorflow.demo_model``) can find the
+uses a number word, so the demo model's planted head (``anchorflow.models.demo``) can find the
 anchor and copy its digit into ``\\boxed{}``: the planted answer of the intervention stage.
 
-Regenerate the committed copy with ``python -m anchorflow.demo_data demo/math-rollouts``.
+Regenerate the committed copy with ``python -m anchorflow.data.demo demo/math-rollouts``.
 """
 
 from __future__ import annotations

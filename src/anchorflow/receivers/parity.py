@@ -6,7 +6,7 @@ anchorflow's default, and prefix, the reference's), hold everything needed: thei
 applied alone to anchorflow's defaults, and all of them together, and the receiver-head
 statistics are compared with the defaults':
 
-    python -m anchorflow.parity_effects results/real-sample results/real-sample-parity \\
+    python -m anchorflow.receivers.parity results/real-sample results/real-sample-parity \\
         --model smollm2 --rollouts deepseek-r1-distill-qwen-14b
 """
 
@@ -20,13 +20,8 @@ import numpy as np
 import pandas as pd
 
 from anchorflow.io import read_json, read_npz
-from anchorflow.receivers import (
-    analyse_receivers,
-    category_means,
-    paired_ttests,
-    receiver_score_table,
-    with_categories,
-)
+from anchorflow.receivers.analysis import analyse_receivers, receiver_score_table
+from anchorflow.receivers.categories import category_means, paired_ttests, with_categories
 
 FIGURE5_CATEGORIES = [
     "plan_generation",

@@ -1,0 +1,1 @@
+"""The trace explorer: static, self-contained HTML pages of a run."""
