@@ -4,6 +4,7 @@ from anchorflow.io import read_npz, read_tsv, write_csv
 from anchorflow.plots import save_figure
 from anchorflow.plots.receivers import figure4_data, plot_figure4
 from anchorflow.receivers.analysis import kurtosis_array
+from anchorflow.receivers.reliability import split_half_means
 from anchorflow.workflow import log_to
 
 log = log_to(snakemake.log[0])
@@ -27,6 +28,7 @@ log.info(
 )
 data = figure4_data(
     kurtosis,
+    split_half_means(kurtosis),
     heads,
     snakemake.params.trace,
     vertical,

@@ -2,12 +2,11 @@
 
 from pathlib import Path
 
-from anchorflow.io import read_json, read_tsv, write_csv, write_text, write_tsv
+from anchorflow.io import markdown_table, read_json, read_tsv, write_csv, write_text, write_tsv
 from anchorflow.plots import save_figure
 from anchorflow.plots.receivers import plot_figure5
 from anchorflow.receivers.categories import (
     category_means,
-    markdown_table,
     paired_ttests,
     with_categories,
 )
@@ -26,7 +25,7 @@ write_csv(snakemake.output.data, means)
 write_tsv(snakemake.output.ttests, ttests)
 write_text(
     snakemake.output.markdown,
-    f"# {snakemake.params.title}: paired t-tests\n\n{markdown_table(ttests)}\n"
+    f"# {snakemake.params.title}: paired t-tests\n\n{markdown_table(ttests, floatfmt='.4g')}\n"
     + "".join(f"- {name}: {value}\n" for name, value in counts.items()),
 )
 save_figure(

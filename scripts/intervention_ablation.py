@@ -2,9 +2,8 @@
 
 import pandas as pd
 
-from anchorflow.interventions.scoring import markdown_table
 from anchorflow.interventions.tables import receiver_vs_random
-from anchorflow.io import read_json, read_jsonl, write_csv, write_text, write_tsv
+from anchorflow.io import markdown_table, read_json, read_jsonl, write_csv, write_text, write_tsv
 from anchorflow.plots import save_figure
 from anchorflow.plots.interventions import ablation_figure
 from anchorflow.workflow import log_to

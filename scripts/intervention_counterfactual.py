@@ -6,9 +6,8 @@ from anchorflow.interventions.counterfactual import (
     importance_table,
     load_embedder,
 )
-from anchorflow.interventions.scoring import markdown_table
 from anchorflow.interventions.tables import counterfactual_controls
-from anchorflow.io import read_json, write_csv, write_text, write_tsv
+from anchorflow.io import markdown_table, read_json, write_csv, write_text, write_tsv
 from anchorflow.models.loading import pick_device
 from anchorflow.plots import save_figure
 from anchorflow.plots.interventions import counterfactual_figure

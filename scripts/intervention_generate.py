@@ -5,7 +5,12 @@ import torch
 from anchorflow.data.rollouts import read_records
 from anchorflow.gpu_slots import assign_gpus
 from anchorflow.interventions.conditions import condition_groups
-from anchorflow.interventions.decode import SamplingSettings, generate, shard
+from anchorflow.interventions.decode import (
+    SamplingSettings,
+    adds_special_tokens,
+    generate,
+    shard,
+)
 from anchorflow.interventions.experiments import experiment_items
 from anchorflow.interventions.heads import specs_from_json
 from anchorflow.interventions.patching import ResidualPatch
@@ -32,18 +37,12 @@ if "problems" in snakemake.input.keys():
     problems = read_json(snakemake.input.problems)["problems"]
 records = read_records(snakemake.input.records)
 n_shards = params["experiment"]["shards"]
-settings = SamplingSettings(
-    params["temperature"],
-    params["top_p"],
-    params["experiment"].get("max_new_tokens") or params["max_new_tokens"],
-    params["batch_size"],
-)
+settings = SamplingSettings.from_params(params, params["experiment"])
 patch = None
 if experiment == "patching":
     section = params["experiment"]
     patch = ResidualPatch(resolved["params"]["patch_layer"], section["mode"], section["strength"])
-# A chat template already starts with BOS; the raw prompt gets the tokenizer's special tokens.
-add_special_tokens = params["prompt_format"] == "raw"
+add_special_tokens = adds_special_tokens(params["prompt_format"])
 rows, examples = [], {}
 for condition in group:
     spec = conditions[condition]

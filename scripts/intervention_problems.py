@@ -6,7 +6,7 @@ import torch
 from anchorflow.data.problem_sets import candidate_problems, choose_problems, read_generated
 from anchorflow.data.rollouts import read_records
 from anchorflow.gpu_slots import assign_gpus
-from anchorflow.interventions.decode import SamplingSettings, generate
+from anchorflow.interventions.decode import SamplingSettings, adds_special_tokens, generate
 from anchorflow.interventions.experiments import problem_items
 from anchorflow.interventions.prompts import problem_prompt
 from anchorflow.interventions.scoring import score_rows
@@ -32,9 +32,7 @@ if section["selection_samples"]:
     log.info("GPU slot: %s", assign_gpus(int(getattr(snakemake.resources, "gpu", 0))))
     torch.set_num_threads(snakemake.threads)
     model, tokenizer = load_model(snakemake.params.model, attn_implementation="sdpa")
-    sampling = SamplingSettings(
-        params["temperature"], params["top_p"], params["max_new_tokens"], params["batch_size"]
-    )
+    sampling = SamplingSettings.from_params(params)
     prompts = [
         problem_prompt(
             problem, params["prompt_format"], tokenizer, section["prefix"], params["instruction"]
@@ -45,7 +43,11 @@ if section["selection_samples"]:
         candidates, prompts, section["selection_samples"], (params["seed"], "selection")
     )
     rows = generate(
-        model, tokenizer, items, sampling, add_special_tokens=params["prompt_format"] == "raw"
+        model,
+        tokenizer,
+        items,
+        sampling,
+        add_special_tokens=adds_special_tokens(params["prompt_format"]),
     )
     scored = score_rows(rows, params["extractor"])
 chosen, table = choose_problems(

@@ -1,10 +1,8 @@
 """Rule receiver_heads: every trace's vertical scores -> kurtosis, top-k heads, reliability,
 per-sentence receiver-head scores."""
 
-import math
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from anchorflow.io import read_json, read_npz, write_json, write_tsv
@@ -13,6 +11,7 @@ from anchorflow.receivers.analysis import (
     kurtosis_table,
     receiver_heads_table,
     receiver_score_table,
+    receiver_summary,
     reliability_table,
 )
 from anchorflow.receivers.heads import check_vertical_parameters
@@ -52,16 +51,5 @@ write_tsv(snakemake.output.reliability, reliability)
 write_tsv(snakemake.output.scores, receiver_score_table(analysis, vertical, chunk_indices))
 write_json(
     snakemake.output.summary,
-    {
-        "model": snakemake.wildcards.model,
-        "traces": analysis.traces,
-        "shape": {"layers": analysis.kurtosis.shape[1], "heads": analysis.kurtosis.shape[2]},
-        "heads": analysis.heads.tolist(),
-        "reliability": {
-            key: None if isinstance(value, float) and math.isnan(value) else value
-            for key, value in reliability.to_dict(orient="records")[0].items()
-        },
-        "n_nan_kurtosis_layers_ge1": int(np.isnan(analysis.kurtosis[:, 1:]).sum()),
-        "params": settings,
-    },
+    receiver_summary(analysis, reliability, snakemake.wildcards.model, settings),
 )

@@ -105,7 +105,9 @@ def test_oom_retry_halves_the_block() -> None:
     def run(block: int) -> int:
         tried.append(block)
         if block > 24:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
+            )
         return block
 
     assert with_oom_retry(run, 100) == 12
@@ -113,11 +115,16 @@ def test_oom_retry_halves_the_block() -> None:
 
 
 def test_oom_retry_gives_up_at_one() -> None:
-    def run(block: int) -> int:
-        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+    blocks = []
 
-    with pytest.raises(torch.OutOfMemoryError):
+    def run(block: int) -> int:
+        blocks.append(block)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    # accelerate's find_executable_batch_size gives up with a RuntimeError below one row
+    with pytest.raises(RuntimeError, match="No executable batch size"):
         with_oom_retry(run, 4)
+    assert blocks == [4, 2, 1]
 
 
 def test_oom_in_forward_is_retried(
@@ -132,7 +139,9 @@ def test_oom_in_forward_is_retried(
     def oom_above_16(model, input_ids, spans, query_block):  # noqa: ANN001, ANN202
         blocks.append(query_block)
         if query_block > 16:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
+            )
         return real_pass(model, input_ids, spans, query_block)
 
     monkeypatch.setattr(attention, "_streamed_pass", oom_above_16)

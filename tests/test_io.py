@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anchorflow.io import read_json, read_npz, write_json, write_npz, write_tsv
+from anchorflow.io import markdown_table, read_json, read_npz, write_json, write_npz, write_tsv
 
 
 def test_npz_is_byte_identical_across_writes_and_round_trips(tmp_path: Path) -> None:
@@ -49,3 +49,16 @@ def test_json_and_tsv_are_canonical(tmp_path: Path) -> None:
     assert (tmp_path / "x.json").read_text() == '{\n  "a": [\n    1\n  ],\n  "b": 0.5\n}\n'
     write_tsv(tmp_path / "x.tsv", pd.DataFrame({"layer": [1], "kurtosis": [1 / 3]}))
     assert (tmp_path / "x.tsv").read_text() == "layer\tkurtosis\n1\t0.333333333\n"
+
+
+def test_markdown_table_formats_floats_missing_values_and_pipes() -> None:
+    frame = pd.DataFrame(
+        {"condition": ["a|b", "base"], "accuracy": [0.5, float("nan")], "n": [3, 4]}
+    )
+    assert markdown_table(frame).splitlines() == [
+        "| condition   |   accuracy |   n |",
+        "|-------------|------------|-----|",
+        "| a\\|b        |      0.500 |   3 |",
+        "| base        |            |   4 |",
+    ]
+    assert "| 1.235 |" in markdown_table(pd.DataFrame({"t": [1.23456]}), floatfmt=".4g")

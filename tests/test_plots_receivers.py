@@ -14,7 +14,7 @@ from anchorflow.receivers.heads import (
     top_receiver_heads,
     vertical_scores,
 )
-from anchorflow.receivers.reliability import split_half_reliability
+from anchorflow.receivers.reliability import split_half_means, split_half_reliability
 
 CATEGORIES = ["plan_generation", "active_computation", "self_checking"]
 
@@ -36,6 +36,7 @@ def _data(receivers, with_matrix: bool) -> pd.DataFrame:
     matrix = receivers["matrices"][0, layer, head] if with_matrix else None
     return figure4_data(
         receivers["kurtosis"],
+        split_half_means(receivers["kurtosis"]),
         receivers["heads"],
         "1_correct",
         receivers["vertical"][0],

@@ -23,7 +23,6 @@ from anchorflow.receivers.analysis import (
 )
 from anchorflow.receivers.categories import (
     category_means,
-    markdown_table,
     paired_ttests,
     sentence_categories,
     with_categories,
@@ -375,11 +374,6 @@ def test_paired_ttests_match_scipy_for_every_ordered_pair():
     assert row["p"] == pytest.approx(expected.pvalue)
     missing = table[table["category_a"] == "d"]
     assert (missing["n"] == 0).all() and missing["t"].isna().all()
-
-
-def test_markdown_table():
-    text = markdown_table(pd.DataFrame({"a": ["x"], "t": [1.23456]}))
-    assert text == "| a | t |\n|---|---|\n| x | 1.235 |\n"
 
 
 def test_real_labels_cover_figure5_categories():

@@ -8,12 +8,10 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import binomtest
 
 from anchorflow.interventions.scoring import (
     answers_match,
     extract_answer,
-    markdown_table,
     normalize_latex,
     opens_thinking,
     score_rows,
@@ -117,12 +115,15 @@ def test_score_text_fields():
     assert score_text("still thinking \\boxed{2}", "2")["finished"] is False
 
 
-@pytest.mark.parametrize(("successes", "total"), [(5, 20), (3, 7), (19, 20)])
-def test_wilson_interval_matches_scipy(successes, total):
-    reference = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
+@pytest.mark.parametrize(("successes", "total"), [(5, 20), (3, 7), (19, 20), (1, 96)])
+def test_wilson_interval_matches_its_formula(successes, total):
+    z = 1.959963984540054  # the 97.5 % normal quantile
+    phat = successes / total
+    centre = (phat + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(phat * (1 - phat) / total + z * z / (4 * total**2)) / (1 + z * z / total)
     low, high = wilson_interval(successes, total)
-    assert low == pytest.approx(reference.low, abs=1e-12)
-    assert high == pytest.approx(reference.high, abs=1e-12)
+    assert low == pytest.approx(centre - half, abs=1e-12)
+    assert high == pytest.approx(centre + half, abs=1e-12)
 
 
 def test_wilson_interval_edges():
@@ -148,7 +149,6 @@ def test_summarise_counts_unfinished_as_wrong():
     assert table.loc["a", "finished_rate"] == pytest.approx(2 / 3)
     assert table.loc["a", "mean_tokens"] == 20
     assert math.isnan(table.loc["b", "conditional_accuracy"])
-    assert "| a |" in markdown_table(table.reset_index())
 
 
 def test_real_selected_problems_answers():

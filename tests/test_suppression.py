@@ -201,7 +201,9 @@ def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def small_batches_only(*args: object, **kwargs: object) -> torch.Tensor:
         if args[3].shape[0] > 2:
-            raise torch.OutOfMemoryError("injected")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
+            )
         return original(*args, **kwargs)
 
     monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", small_batches_only)
@@ -211,7 +213,9 @@ def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def small_blocks_only(*args: object, **kwargs: object) -> torch.Tensor:
         if args[3].shape[0] > 1 or args[6] > 4:
-            raise torch.OutOfMemoryError("injected")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
+            )
         return original(*args, **kwargs)
 
     monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", small_blocks_only)
@@ -220,10 +224,10 @@ def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(result.log_kl, expected.log_kl, atol=1e-5, rtol=0)
 
     def always(*args: object, **kwargs: object) -> torch.Tensor:
-        raise torch.OutOfMemoryError("injected")
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
 
     monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", always)
-    with pytest.raises(torch.OutOfMemoryError):
+    with pytest.raises(RuntimeError, match="No executable batch size"):
         suppression_matrix(model, token_ids(), SPANS, settings, batch_size=4)
 
 

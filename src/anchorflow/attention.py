@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from accelerate.utils import find_executable_batch_size
 from tqdm import tqdm
 from transformers import AttentionInterface, PreTrainedModel
 
@@ -195,18 +196,20 @@ def _attention_implementation(model: PreTrainedModel, name: str) -> Iterator[Non
 
 
 def with_oom_retry(run: Callable[[int], Result], query_block: int) -> Result:
-    """Call ``run(query_block)``; on CUDA out-of-memory halve the block and retry (down to 1)."""
+    """Call ``run(query_block)``; on out-of-memory halve the block and retry
+    (``accelerate``'s ``find_executable_batch_size``); below one row it raises ``RuntimeError``."""
     block = query_block
-    while True:
-        try:
-            return run(block)
-        except torch.OutOfMemoryError:
-            if block == 1:
-                raise
-            block = max(1, block // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+
+    def halve() -> int:
+        nonlocal block
+        block //= 2
+        if block:
             log.warning("out of memory; retrying with query_block=%d", block)
+        return block
+
+    return find_executable_batch_size(
+        run, starting_batch_size=query_block, reduce_batch_size_fn=halve
+    )()
 
 
 @torch.no_grad()

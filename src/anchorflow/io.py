@@ -150,3 +150,18 @@ def read_npz(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {name: data[name] for name in data.files if name != "metadata"}
         metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
     return arrays, metadata
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A GitHub Markdown table of ``frame`` without its index (``DataFrame.to_markdown``):
+    floats formatted by ``floatfmt``, NaN as an empty cell, ``|`` in text escaped."""
+    cells = frame.apply(
+        lambda column: (
+            column.str.replace("|", "\\|", regex=False)
+            if pd.api.types.is_string_dtype(column)
+            else column
+        )
+    )
+    cells = cells.astype(object).where(cells.notna(), None)
+    markdown = cells.to_markdown(index=False, tablefmt="github", floatfmt=floatfmt, missingval="")
+    return markdown + "\n"

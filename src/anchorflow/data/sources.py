@@ -49,11 +49,10 @@ def read_tree_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
 def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
     """Read ``paths`` from the parquet export at ``source`` (file, folder or glob; any fsspec URL).
 
-    Only the ``path`` column is read for every row group whose statistics admit a wanted path;
-    ``content`` is read only for row groups that contain one.
+    ``pyarrow.parquet.read_table`` with the filter ``path in paths``: row groups whose ``path``
+    statistics exclude every wanted file are skipped unread, and only ``path`` and ``content``
+    are read from the others.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     wanted = sorted(set(paths))
@@ -67,32 +66,18 @@ def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, FileText]
         files = sorted(filesystem.glob(root)) if any(c in root for c in "*?[") else [root]
     if not files:
         raise FileNotFoundError(f"no parquet files at {source}")
-    wanted_array = pa.array(wanted)
     for file in files:
-        with filesystem.open(file, "rb") as stream:
-            parquet = pq.ParquetFile(stream)
-            path_column = parquet.schema_arrow.get_field_index("path")
-            if path_column < 0 or parquet.schema_arrow.get_field_index("content") < 0:
-                raise ValueError(
-                    f"{file}: not a math-rollouts parquet export (needs path, content)"
-                )
-            for group in range(parquet.num_row_groups):
-                statistics = parquet.metadata.row_group(group).column(path_column).statistics
-                if (
-                    statistics is not None
-                    and statistics.has_min_max
-                    and (statistics.max < wanted[0] or statistics.min > wanted[-1])
-                ):
-                    continue
-                group_paths = parquet.read_row_group(group, columns=["path"]).column("path")
-                mask = pc.is_in(group_paths, value_set=wanted_array)
-                if not pc.any(mask).as_py():
-                    continue
-                table = parquet.read_row_group(group, columns=["path", "content"]).filter(mask)
-                for path, content in zip(
-                    table.column("path").to_pylist(),
-                    table.column("content").to_pylist(),
-                    strict=True,
-                ):
-                    contents[path] = decode_utf8(content) if isinstance(content, bytes) else content
+        names = pq.read_schema(file, filesystem=filesystem).names
+        if "path" not in names or "content" not in names:
+            raise ValueError(f"{file}: not a math-rollouts parquet export (needs path, content)")
+    table = pq.read_table(
+        files,
+        columns=["path", "content"],
+        filters=[("path", "in", wanted)],
+        filesystem=filesystem,
+    )
+    for path, content in zip(
+        table.column("path").to_pylist(), table.column("content").to_pylist(), strict=True
+    ):
+        contents[path] = decode_utf8(content) if isinstance(content, bytes) else content
     return contents

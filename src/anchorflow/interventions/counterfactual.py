@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy import stats
 
 from anchorflow.interventions.decode import GenerationItem
 from anchorflow.interventions.heads import stable_seed
@@ -71,19 +73,15 @@ def kl_answer_distributions(
     first: Sequence[str], second: Sequence[str], alpha: float = KL_ALPHA
 ) -> float:
     """``KL(P || Q)`` in nats between the answer frequencies of two sets (§7.3): additive
-    smoothing ``alpha`` over the union of answers, clipped at 0, 0 when either set is empty."""
+    smoothing ``alpha`` over the union of answers (``scipy.stats.entropy`` normalises), clipped
+    at 0, 0 when either set is empty."""
     if not first or not second:
         return 0.0
     counts_p, counts_q = Counter(first), Counter(second)
     vocabulary = sorted(set(counts_p) | set(counts_q))
-    total_p = len(first) + alpha * len(vocabulary)
-    total_q = len(second) + alpha * len(vocabulary)
-    kl = 0.0
-    for answer in vocabulary:
-        p = (counts_p[answer] + alpha) / total_p
-        q = (counts_q[answer] + alpha) / total_q
-        kl += p * math.log(p / q)
-    return max(kl, 0.0)
+    smoothed_p = np.array([counts_p[answer] + alpha for answer in vocabulary])
+    smoothed_q = np.array([counts_q[answer] + alpha for answer in vocabulary])
+    return max(float(stats.entropy(smoothed_p, smoothed_q)), 0.0)
 
 
 def _accuracy(rows: Sequence[Mapping[str, Any]]) -> float:
@@ -149,9 +147,12 @@ def sentence_category(record: Mapping[str, Any], k: int) -> str:
 
 
 def cosine_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two ``[n, d]`` arrays; returns ``[n]``."""
-    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
-    return np.einsum("nd,nd->n", first, second) / np.maximum(norms, 1e-12)
+    """Row-wise cosine similarity of two ``[n, d]`` arrays (``sentence_transformers.util``);
+    returns float64 ``[n]``."""
+    from sentence_transformers.util import pairwise_cos_sim
+
+    pairs = pairwise_cos_sim(torch.as_tensor(first), torch.as_tensor(second))
+    return pairs.double().numpy()
 
 
 def load_embedder(name: str, device: str | None = None) -> Callable[[list[str]], np.ndarray]:

@@ -41,6 +41,21 @@ class SamplingSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], experiment: Mapping[str, Any] | None = None
+    ) -> SamplingSettings:
+        """The settings of the interventions ``params`` (``temperature``, ``top_p``,
+        ``max_new_tokens``, ``batch_size``); an ``experiment``'s own ``max_new_tokens`` wins."""
+        max_new_tokens = (experiment or {}).get("max_new_tokens") or params["max_new_tokens"]
+        return cls(params["temperature"], params["top_p"], max_new_tokens, params["batch_size"])
+
+
+def adds_special_tokens(prompt_format: str) -> bool:
+    """Whether prompts of ``prompt_format`` are tokenized with the tokenizer's special tokens: a
+    chat template already starts with BOS, a raw prompt gets them."""
+    return prompt_format == "raw"
+
 
 @dataclass(frozen=True)
 class GenerationItem:

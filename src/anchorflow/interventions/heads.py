@@ -80,11 +80,11 @@ def specs_from_json(rows: Sequence[Mapping[str, Any]]) -> list[HeadIntervention]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a Qwen2/Llama causal LM (``model.model.layers``)."""
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
+    """The decoder layers of a causal LM (``model.get_decoder().layers``: Qwen2, Llama, ...)."""
+    get_decoder = getattr(model, "get_decoder", None)
+    layers = getattr(get_decoder(), "layers", None) if get_decoder else None
     if layers is None:
-        raise TypeError(f"{type(model).__name__} has no decoder layers at .model.layers")
+        raise TypeError(f"{type(model).__name__} has no decoder layers at get_decoder().layers")
     return layers
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 BOXED_COMMANDS = ("\\boxed", "\\fbox")
 THINK_START, THINK_END = "<think>", "</think>"
-WILSON_Z = 1.959963984540054
 
 
 def _after_closing_brace(text: str, start: int) -> int | None:
@@ -172,19 +172,14 @@ def opens_thinking(prompt: str) -> bool:
     return prompt.rfind(THINK_START) > prompt.rfind(THINK_END)
 
 
-def wilson_interval(successes: int, total: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion; ``(nan, nan)`` for ``total == 0``.
-    The bound at 0 successes is exactly 0 and at ``total`` successes exactly 1 (the formula
-    leaves rounding noise there)."""
+def wilson_interval(successes: int, total: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a binomial proportion
+    (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``, exactly 0 at 0 successes and
+    1 at ``total``); ``(nan, nan)`` for ``total == 0``."""
     if total == 0:
         return math.nan, math.nan
-    phat = successes / total
-    denominator = 1 + z * z / total
-    centre = (phat + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(phat * (1 - phat) / total + z * z / (4 * total * total)) / denominator
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == total else min(1.0, centre + half)
-    return low, high
+    interval = stats.binomtest(successes, total).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def summarise(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> pd.DataFrame:
@@ -216,23 +211,6 @@ def summarise(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> pd.DataFr
             }
         )
     return pd.DataFrame(summaries)
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A GitHub Markdown table of ``frame`` (floats rounded to ``digits``)."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "" if math.isnan(value) else f"{value:.{digits}f}"
-        return str(value).replace("|", "\\|")
-
-    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = [
-        "| " + " | ".join(cell(value) for value in row) + " |"
-        for row in frame.itertuples(index=False)
-    ]
-    return "\n".join([header, rule, *body]) + "\n"
 
 
 def repetition_loop(text: str, min_repeats: int, max_period: int, min_chars: int) -> bool:

@@ -11,31 +11,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics
 
 from anchorflow.taxonomy import TAGS
 
 
 def cohen_kappa(reference: Sequence[str], other: Sequence[str]) -> float:
-    """Cohen's kappa of two equally long label sequences (1 = perfect, 0 = chance)."""
+    """Cohen's kappa of two equally long label sequences (1 = perfect, 0 = chance).
+
+    ``sklearn.metrics.cohen_kappa_score``, except that two raters who both use one single
+    category agree perfectly (1.0; sklearn's 0/0 gives NaN)."""
     if len(reference) != len(other) or not reference:
         raise ValueError("kappa needs two non-empty label sequences of equal length")
-    categories = sorted(set(reference) | set(other))
-    matrix = confusion_matrix(reference, other, categories)
-    total = matrix.sum()
-    observed = np.trace(matrix) / total
-    expected = float(matrix.sum(axis=1) @ matrix.sum(axis=0)) / total**2
-    return 1.0 if expected == 1.0 else float((observed - expected) / (1 - expected))
-
-
-def confusion_matrix(
-    reference: Sequence[str], other: Sequence[str], categories: Sequence[str]
-) -> np.ndarray:
-    """Counts ``[n_categories, n_categories]``: rows reference label, columns other label."""
-    position = {category: i for i, category in enumerate(categories)}
-    matrix = np.zeros((len(categories), len(categories)), dtype=np.int64)
-    for ref, oth in zip(reference, other, strict=True):
-        matrix[position[ref], position[oth]] += 1
-    return matrix
+    if len(set(reference) | set(other)) == 1:
+        return 1.0
+    return float(metrics.cohen_kappa_score(reference, other))
 
 
 def paired_first_tags(
@@ -67,31 +57,29 @@ def paired_first_tags(
 
 
 def per_category(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Precision, recall and F1 of ``other`` against ``reference`` for every tag."""
-    rows = []
-    for tag in TAGS:
-        true_positive = int(((pairs["reference"] == tag) & (pairs["other"] == tag)).sum())
-        predicted = int((pairs["other"] == tag).sum())
-        actual = int((pairs["reference"] == tag).sum())
-        precision = true_positive / predicted if predicted else np.nan
-        recall = true_positive / actual if actual else np.nan
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else np.nan
-        rows.append(
-            {
-                "category": tag,
-                "precision": precision,
-                "recall": recall,
-                "f1": f1,
-                "support_reference": actual,
-                "support_other": predicted,
-            }
-        )
-    return pd.DataFrame(rows)
+    """Precision, recall and F1 of ``other`` against ``reference`` for every tag
+    (``sklearn.metrics.precision_recall_fscore_support``): precision is NaN for a tag never
+    predicted, recall for a tag never in the reference, F1 for a tag on neither side; a tag on
+    one side only has F1 = 0 (``2 TP / (2 TP + FP + FN)``)."""
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        pairs["reference"], pairs["other"], labels=list(TAGS), zero_division=np.nan
+    )
+    predicted = pairs["other"].value_counts().reindex(TAGS, fill_value=0)
+    return pd.DataFrame(
+        {
+            "category": TAGS,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support_reference": support,
+            "support_other": predicted.to_numpy(),
+        }
+    )
 
 
 def confusion_frame(pairs: pd.DataFrame) -> pd.DataFrame:
     """Tidy confusion counts over all tags: ``reference, other, count, row_fraction``."""
-    matrix = confusion_matrix(pairs["reference"], pairs["other"], TAGS)
+    matrix = metrics.confusion_matrix(pairs["reference"], pairs["other"], labels=list(TAGS))
     totals = matrix.sum(axis=1, keepdims=True)
     fractions = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     return pd.DataFrame(

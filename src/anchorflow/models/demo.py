@@ -119,36 +119,30 @@ def demo_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast
     return train_tokenizer([*texts, " ".join(NUMBER_WORDS * 8)], vocab_size)
 
 
+def single_token_id(tokenizer: PreTrainedTokenizerFast, text: str, what: str) -> int:
+    """The id of ``text`` when the tokenizer makes it one token; raises naming ``what``."""
+    encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(encoded) != 1:
+        raise ValueError(f"{what} {text!r} is not a single token of the demo tokenizer")
+    return encoded[0]
+
+
 def number_word_ids(tokenizer: PreTrainedTokenizerFast, words: tuple[str, ...]) -> list[int]:
     """The token id of each number word after a space (``" seven"``), in digit order.
 
     Raises when one is not a whole token."""
-    ids = []
-    for word in words:
-        encoded = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-        if len(encoded) != 1:
-            raise ValueError(f"number word {word!r} is not a single token of the demo tokenizer")
-        ids.append(encoded[0])
-    return ids
+    return [single_token_id(tokenizer, " " + word, "number word") for word in words]
 
 
 def answer_chain(tokenizer: PreTrainedTokenizerFast) -> tuple[list[int], list[int], int, int]:
     """Token ids of the answer format: ``(cue, digits, close, eos)``; the cue follows a
     sentence-final ``.`` and ``digits[d]`` is the token of digit ``d``."""
     cue = tokenizer(SENTENCE_END + ANSWER_CUE, add_special_tokens=False)["input_ids"]
-    end = tokenizer(SENTENCE_END, add_special_tokens=False)["input_ids"]
-    if len(end) != 1 or cue[:1] != end:
-        raise ValueError(f"{SENTENCE_END!r} must be one token and begin the answer cue")
-    digits = []
-    for digit in range(10):
-        encoded = tokenizer(str(digit), add_special_tokens=False)["input_ids"]
-        if len(encoded) != 1:
-            raise ValueError(f"digit {digit} is not a single token")
-        digits.append(encoded[0])
-    close = tokenizer("}", add_special_tokens=False)["input_ids"]
-    if len(close) != 1:
-        raise ValueError("'}' is not a single token")
-    return cue, digits, close[0], tokenizer.eos_token_id
+    if cue[:1] != [single_token_id(tokenizer, SENTENCE_END, "the sentence end")]:
+        raise ValueError(f"{SENTENCE_END!r} must begin the answer cue")
+    digits = [single_token_id(tokenizer, str(digit), "digit") for digit in range(10)]
+    close = single_token_id(tokenizer, "}", "the closing brace")
+    return cue, digits, close, tokenizer.eos_token_id
 
 
 def build_demo_model(
@@ -286,11 +280,11 @@ def _plant(
         raise ValueError(f"hidden size {hidden} leaves too few free dimensions for the circuits")
     reserved = list(range(first_state, hidden))
 
-    embedding = model.model.embed_tokens.weight
+    embedding = model.get_input_embeddings().weight
     unembedding = model.lm_head.weight
     embedding[:, reserved] = 0.0
     unembedding[:, reserved] = 0.0
-    for block in model.model.layers:
+    for block in model.get_decoder().layers:
         block.self_attn.o_proj.weight[reserved, :] = 0.0
         block.mlp.down_proj.weight[reserved, :] = 0.0
     embedding[circuit.markers, marker_dim] = 1.0
@@ -303,7 +297,7 @@ def _plant(
         default = target == circuit.digits[0] and sources == [circuit.cue[-1]]
         unembedding[target, first_state + state] = format_gain * (DEFAULT_WEIGHT if default else 1)
 
-    attention = model.model.layers[circuit.layer].self_attn
+    attention = model.get_decoder().layers[circuit.layer].self_attn
     # Receiver: the lowest-frequency RoPE pair of the head's KV head reads the flags. After
     # RMSNorm a flagged coordinate is ~sqrt(hidden); the logit on a marker is
     # q_bias * sqrt(hidden) * head_dim**-0.5 on both rows of the pair.

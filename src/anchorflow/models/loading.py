@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 SOURCES = ("hub", "folder", "gguf", "demo")
@@ -31,7 +31,7 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _location(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def model_location(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The ``from_pretrained`` location and keyword arguments of a model spec."""
     source = spec.get("source")
     if source not in SOURCES:
@@ -54,12 +54,18 @@ def _location(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(path), {}
 
 
+def load_config(spec: dict[str, Any]) -> Any:
+    """The transformers config of a model spec (layers, heads, ...), without its weights."""
+    location, kwargs = model_location(spec)
+    return AutoConfig.from_pretrained(location, **kwargs)
+
+
 def load_tokenizer(spec: dict[str, Any]) -> Any:
     """The tokenizer of a model spec (or its ``tokenizer`` override); pad = eos when missing."""
     if spec.get("tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(spec["tokenizer"]))
     else:
-        location, kwargs = _location(spec)
+        location, kwargs = model_location(spec)
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -80,7 +86,7 @@ def load_model(
     if dtype_name not in DTYPES:
         raise ValueError(f"model {spec.get('name')!r}: dtype must be one of {sorted(DTYPES)}")
     device = torch.device(device) if device is not None else pick_device()
-    location, kwargs = _location(spec)
+    location, kwargs = model_location(spec)
     model = AutoModelForCausalLM.from_pretrained(
         location,
         dtype=DTYPES[dtype_name],

@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from anchorflow.plots import figure_style
-from anchorflow.receivers.reliability import split_half_means
 
 FIGURE4_COLUMNS = ["panel", "trace", "layer", "head", "rank", "x", "y", "value"]
 CATEGORY_LABELS = {
@@ -52,6 +51,7 @@ def _rows(panel: str, **columns: object) -> pd.DataFrame:
 
 def figure4_data(
     kurtosis: np.ndarray,
+    split_halves: tuple[np.ndarray, np.ndarray],
     heads: np.ndarray,
     figure_trace: str,
     figure_vertical: np.ndarray,
@@ -62,7 +62,9 @@ def figure4_data(
 ) -> pd.DataFrame:
     """Tidy data of every Figure 4 panel (columns :data:`FIGURE4_COLUMNS`).
 
-    ``kurtosis`` is ``[traces, layers, heads]`` in split-half order, ``heads`` int ``[k, 2]``
+    ``kurtosis`` is ``[traces, layers, heads]``, ``split_halves`` the two halves' mean kurtosis
+    ``[layers, heads]`` each (:func:`anchorflow.receivers.reliability.split_half_means`),
+    ``heads`` int ``[k, 2]``
     best first, ``figure_vertical`` the figure trace's ``[layers, heads, n]`` vertical scores and
     ``figure_matrix`` the ``[n, n]`` sentence attention of ``matrix_head`` on it (or ``None``).
     Panels (x, y, value):
@@ -79,7 +81,7 @@ def figure4_data(
     rank[heads[:, 0], heads[:, 1]] = np.arange(1, len(heads) + 1)
     layer, head = (grid[1:].ravel() for grid in np.indices((layers, n_heads)))
     mean = kurtosis.mean(axis=0)[1:].ravel()
-    first, second = (half[1:].ravel() for half in split_half_means(kurtosis))
+    first, second = (half[1:].ravel() for half in split_halves)
     head_rank = rank[1:].ravel()
     frames = [
         _rows("kurtosis_by_layer", layer=layer, head=head, rank=head_rank, x=layer, y=mean),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,3 +161,22 @@ def receiver_score_table(
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def receiver_summary(
+    analysis: ReceiverAnalysis, reliability: pd.DataFrame, model: str, params: dict
+) -> dict:
+    """The ``summary.json`` of a receiver-head analysis: traces, shape, top heads, reliability
+    (NaN as null), the count of NaN kurtosis values outside layer 0, and ``params``."""
+    return {
+        "model": model,
+        "traces": analysis.traces,
+        "shape": {"layers": analysis.kurtosis.shape[1], "heads": analysis.kurtosis.shape[2]},
+        "heads": analysis.heads.tolist(),
+        "reliability": {
+            key: None if isinstance(value, float) and math.isnan(value) else value
+            for key, value in reliability.to_dict(orient="records")[0].items()
+        },
+        "n_nan_kurtosis_layers_ge1": int(np.isnan(analysis.kurtosis[:, 1:]).sum()),
+        "params": params,
+    }

@@ -114,17 +114,3 @@ def paired_ttests(means: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def markdown_table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
-    """A GitHub-flavoured Markdown table of ``frame`` (no index)."""
-
-    def cell(value: object) -> str:
-        return float_format.format(value) if isinstance(value, float) else str(value)
-
-    lines = [
-        "| " + " | ".join(frame.columns) + " |",
-        "|" + "---|" * len(frame.columns),
-    ]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join(lines) + "\n"

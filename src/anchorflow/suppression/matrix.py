@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import find_executable_batch_size
 from transformers import DynamicCache
 
 from anchorflow.models.loading import encode_text
@@ -161,6 +162,16 @@ def _suppressed_token_kl(
     return rows
 
 
+def oom_fallbacks(batch_size: int, query_block: int) -> list[tuple[int, int]]:
+    """The ``(batch_size, query_block)`` settings out-of-memory errors step through, first the
+    given ones: the batch halves down to 1 sentence, then the query block down to 1 row."""
+    fallbacks = [(batch_size, query_block)]
+    while fallbacks[-1] != (1, 1):
+        batch, block = fallbacks[-1]
+        fallbacks.append((batch // 2, block) if batch > 1 else (1, block // 2))
+    return fallbacks
+
+
 def suppression_matrix(
     model: torch.nn.Module,
     input_ids: Sequence[int] | torch.Tensor,
@@ -181,8 +192,9 @@ def suppression_matrix(
     ``sentences`` to suppress (default all); ``max_tokens`` cuts the sequence (the reference
     clips spans the same way). Sentences are suppressed ``batch_size`` at a time, in order of
     their start, attention computed ``query_block`` rows at a time (exact: see
-    :func:`suppression_attention`). A CUDA out-of-memory error halves the batch and retries; at
-    one sentence per batch it halves the query block.
+    :func:`suppression_attention`). An out-of-memory error steps to the next of
+    :func:`oom_fallbacks` (``accelerate``'s ``find_executable_batch_size`` retries; the sentences
+    already done are kept); past the last it raises ``RuntimeError``.
     """
     if batch_size < 1 or query_block < 1:
         raise ValueError(
@@ -199,7 +211,30 @@ def suppression_matrix(
     if any(spans[s, 0] < 1 for s in todo):
         raise ValueError("a suppressed sentence starts at token 0; token 0 must be BOS")
     token_kl = torch.full((n_sentences, n_tokens), math.nan, dtype=torch.float32, device=device)
-    retries = 0
+    fallbacks = oom_fallbacks(batch_size, query_block)
+    attempt = 0
+
+    def next_fallback() -> int:
+        nonlocal attempt
+        attempt += 1
+        if attempt < len(fallbacks):
+            log.warning(
+                "out of memory; retrying with %d suppressed sentences, query block %d",
+                *fallbacks[attempt],
+            )
+        return len(fallbacks) - attempt
+
+    @find_executable_batch_size(
+        starting_batch_size=len(fallbacks), reduce_batch_size_fn=next_fallback
+    )
+    def suppress_next_batch(fallbacks_left: int) -> tuple[list[int], torch.Tensor]:
+        batch_size, query_block = fallbacks[len(fallbacks) - fallbacks_left]
+        batch = todo[:batch_size]
+        rows = _suppressed_token_kl(
+            model, ids, prefix, baseline, spans[batch], settings, heads, position_chunk, query_block
+        )
+        return batch, rows
+
     head = model.get_output_embeddings()
     with torch.inference_mode(), suppression_attention(model):
         output = model.base_model(input_ids=ids[None], use_cache=True, query_block=query_block)
@@ -212,35 +247,7 @@ def suppression_matrix(
             ]
         )
         while todo:
-            batch = todo[:batch_size]
-            try:
-                rows = _suppressed_token_kl(
-                    model,
-                    ids,
-                    prefix,
-                    baseline,
-                    spans[batch],
-                    settings,
-                    heads,
-                    position_chunk,
-                    query_block,
-                )
-            except torch.OutOfMemoryError:
-                if batch_size == 1 and query_block == 1:
-                    raise
-                if batch_size > 1:
-                    batch_size //= 2
-                else:
-                    query_block //= 2
-                retries += 1
-                log.warning(
-                    "out of memory; retrying with %d suppressed sentences, query block %d",
-                    batch_size,
-                    query_block,
-                )
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
+            batch, rows = suppress_next_batch()
             token_kl[batch] = rows
             todo = todo[len(batch) :]
             if progress is not None:
@@ -251,9 +258,9 @@ def suppression_matrix(
         token_kl=token_kl.cpu().numpy(),
         spans=spans,
         n_tokens=n_tokens,
-        batch_size=batch_size,
-        query_block=query_block,
-        n_oom_retries=retries,
+        batch_size=fallbacks[attempt][0],
+        query_block=fallbacks[attempt][1],
+        n_oom_retries=attempt,
         suppressed=~torch.isnan(token_kl[:, 0]).cpu().numpy(),
     )
 
