@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from labels_support import fake_api, real_records
 
+from anchorflow.digest import result_files
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = "demo/config.yaml"
 DEMO_RUN = "demo"
@@ -41,11 +43,6 @@ COPY_IGNORE = shutil.ignore_patterns(
     "bench",
 )
 
-# Result files that legitimately differ between runs: logs, benchmark and timing records, the
-# result store of the sharded model stages (keyed by model file times), the
-# HTML report (embeds run dates).
-VOLATILE_DIRS = {"logs", "benchmarks", "store"}
-VOLATILE_SUFFIXES = (".log", ".html", ".zip")
 FIGURE_SUFFIXES = (".png", ".pdf")
 
 
@@ -125,25 +122,6 @@ def job_blocks(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, str]]]:
 def run_demo(workflow: WorkflowCopy, *args: str) -> subprocess.CompletedProcess[str]:
     """The demo DAG as documented (``--cores 2 --configfile demo/config.yaml``), plus ``args``."""
     return run_snakemake(workflow, "--cores", "2", "--configfile", DEMO_CONFIG, *args)
-
-
-def is_volatile(relative: Path) -> bool:
-    """Whether a result file may differ between identical runs (logs, benchmarks, timings)."""
-    return (
-        bool(VOLATILE_DIRS.intersection(relative.parts[:-1]))
-        or relative.name.endswith(VOLATILE_SUFFIXES)
-        or "timing" in relative.name
-        or "benchmark" in relative.name
-    )
-
-
-def result_files(results: Path) -> set[Path]:
-    """Relative paths of the comparable files under ``results`` (symlinks followed)."""
-    return {
-        path.relative_to(results)
-        for path in results.rglob("*")
-        if path.is_file() and not is_volatile(path.relative_to(results))
-    }
 
 
 def figure_data_file(figure: Path) -> Path:

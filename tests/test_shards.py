@@ -121,7 +121,9 @@ def test_out_of_memory_on_one_trace_shrinks_only_its_blocks(tmp_path):
         def run(block: int) -> int:
             used.setdefault(item, []).append(block)
             if item == "b" and block > 2:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (simulated)")
+                raise torch.OutOfMemoryError(
+                    "CUDA out of memory. Tried to allocate 1.00 GiB (simulated)"
+                )
             return block
 
         path.write_text(str(with_oom_retry(run, 8)))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     DEMO_CONFIG,
+    REPO_ROOT,
     WorkflowCopy,
     copy_workflow,
     result_differences,
@@ -17,7 +18,13 @@ from conftest import (
     run_snakemake,
 )
 
+from anchorflow.digest import digest_differences, read_manifest, result_digests
+
 pytestmark = pytest.mark.slow
+
+# The demo's result digests: `python -m anchorflow.digest results/demo --check demo/results.sha256`
+# after `make demo`. A change meant to alter results rewrites it (`--write`) and says why.
+DEMO_MANIFEST = REPO_ROOT / "demo" / "results.sha256"
 
 
 def test_two_demo_runs_give_identical_results(demo_baseline: WorkflowCopy, tmp_path: Path) -> None:
@@ -37,3 +44,9 @@ def test_report_holds_every_figure_and_the_config(
     figures = {path.name for path in demo_baseline.results.rglob("*.png")}
     assert figures, "the demo run made no figure"
     assert figures | {"config.yaml"} <= reported
+
+
+def test_demo_results_match_the_committed_digests(demo_baseline: WorkflowCopy) -> None:
+    """The refactoring guard: the demo DAG writes exactly the committed result bytes."""
+    actual = result_digests(demo_baseline.results)
+    assert digest_differences(read_manifest(DEMO_MANIFEST), actual) == []

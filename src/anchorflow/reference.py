@@ -8,7 +8,6 @@ benchmarks measure their speed-ups against them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -62,7 +61,7 @@ def reference_full_kl(
 
 def reference_suppression_matrix(
     model: torch.nn.Module,
-    input_ids: Sequence[int] | torch.Tensor,
+    input_ids: torch.Tensor,
     token_spans: np.ndarray,
     settings: KLSettings,
     max_tokens: int | None = None,

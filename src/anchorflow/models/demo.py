@@ -44,6 +44,7 @@ from tokenizers import (
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from anchorflow.io import write_json
+from anchorflow.models.tiny import model_shape
 
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
 MARKER_WORDS = ("Wait", "Alternatively")
@@ -188,13 +189,9 @@ def build_demo_model(
     markers = marker_token_ids(tokenizer, tuple(marker_words))
     numbers = number_word_ids(tokenizer, NUMBER_WORDS)
     cue, digits, close, eos = answer_chain(tokenizer)
+    shape = model_shape(len(tokenizer), hidden, intermediate, layers, heads, kv_heads)
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
+        **shape,
         max_position_embeddings=max_positions,
         rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
         tie_word_embeddings=False,
@@ -204,16 +201,7 @@ def build_demo_model(
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).eval()
-    circuit = PlantedCircuit(
-        layer=planted_layer,
-        head=planted_head,
-        markers=markers,
-        numbers=numbers,
-        cue=cue,
-        digits=digits,
-        close=close,
-        eos=eos,
-    )
+    circuit = PlantedCircuit(planted_layer, planted_head, markers, numbers, cue, digits, close, eos)
     _plant(model, circuit, marker_logit, answer_logit, copy_gain, format_gain)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,25 +22,33 @@ from transformers import (
 
 FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 
+
+def model_shape(
+    vocab: int, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, **extra: Any
+) -> dict[str, Any]:
+    """Config keyword arguments of a decoder shape (``extra``: positions, norms, RoPE, ...)."""
+    return dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        **extra,
+    )
+
+
 # 2 layers x 4 query heads (GQA: 2 key-value heads), hidden 32.
-TINY_SHAPE: dict[str, Any] = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-)
+TINY_SHAPE = model_shape(64, 32, 64, 2, 4, 2, max_position_embeddings=256)
 
 # deepseek-ai/DeepSeek-R1-Distill-Qwen-14B config.json (benchmarks at the paper's scale).
-QWEN14B_SHAPE: dict[str, Any] = dict(
-    vocab_size=152064,
-    hidden_size=5120,
-    intermediate_size=13824,
-    num_hidden_layers=48,
-    num_attention_heads=40,
-    num_key_value_heads=8,
+QWEN14B_SHAPE = model_shape(
+    152064,
+    5120,
+    13824,
+    48,
+    40,
+    8,
     max_position_embeddings=131072,
     rms_norm_eps=1e-5,
     rope_parameters={"rope_type": "default", "rope_theta": 1.0e6},

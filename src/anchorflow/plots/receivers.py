@@ -245,35 +245,30 @@ def plot_figure5(means: pd.DataFrame, categories: list[str], title: str) -> Figu
     """Box plot of per-trace mean receiver-head scores by category (method reference §11.2).
 
     ``means`` has columns ``trace, category, mean_receiver_score`` (from
-    :func:`anchorflow.receivers.category_means`); every category in ``categories`` gets a slot.
+    :func:`anchorflow.receivers.categories.category_means`); every category in ``categories``
+    gets a slot.
     """
     colors = {category: CATEGORY_COLORS.get(category, "tab:gray") for category in categories}
     with figure_style():
         figure, ax = plt.subplots(figsize=(7, 2.5), layout="constrained")
         if len(means):
+            layout = {
+                "data": means,
+                "x": "category",
+                "y": "mean_receiver_score",
+                "order": categories,
+                "ax": ax,
+            }
             sns.boxplot(
-                data=means,
-                x="category",
-                y="mean_receiver_score",
-                order=categories,
+                **layout,
                 hue="category",
                 hue_order=categories,
                 palette=colors,
                 width=0.6,
                 legend=False,
-                ax=ax,
                 fliersize=0,
             )
-            sns.stripplot(
-                data=means,
-                x="category",
-                y="mean_receiver_score",
-                order=categories,
-                color="black",
-                size=3,
-                jitter=False,
-                ax=ax,
-            )
+            sns.stripplot(**layout, color="black", size=3, jitter=False)
         else:
             ax.text(
                 0.5,
