@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all smollm2 lint rulegraph
+.PHONY: setup demo test test-all smollm2 lint rulegraph check-demo-results
 
 setup: $(STAMP)
 
@@ -33,10 +33,15 @@ test-all: setup smollm2
 smollm2: setup
 	$(BIN)/anchorflow-fetch-smollm2
 
+# The demo's result files against the committed digests (run `make demo` first).
+check-demo-results: setup
+	$(BIN)/python -m anchorflow.digest results/demo --check demo/results.sha256
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile demo/config.yaml
+	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
 
 # docs/rulegraph.svg: every rule, those after the checkpoint too (the demo's checkpoint output

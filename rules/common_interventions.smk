@@ -1,4 +1,8 @@
-from anchorflow.interventions.conditions import EXPERIMENTS, condition_groups, condition_names
+from anchorflow.interventions.conditions import (
+    EXPERIMENTS,
+    condition_groups,
+    condition_names,
+)
 
 INTERVENTIONS = config["interventions"]
 INTERVENTION_MODEL = INTERVENTIONS["model"] or config["models"][0]["name"]

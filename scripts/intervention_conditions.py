@@ -2,7 +2,7 @@
 random heads, patched sentences)."""
 
 from anchorflow.data.rollouts import read_records
-from anchorflow.interventions.conditions import resolve_conditions
+from anchorflow.interventions.resolve import resolve_conditions
 from anchorflow.io import read_tsv, write_json
 from anchorflow.models.loading import load_config
 from anchorflow.workflow import log_to

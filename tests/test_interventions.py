@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -27,6 +28,7 @@ from anchorflow.interventions.heads import (
     specs_from_json,
     specs_to_json,
 )
+from anchorflow.interventions.resolve import ranked_receivers
 from anchorflow.interventions.scoring import score_text, summarise
 from anchorflow.models.tiny import FAMILIES, random_causal_lm, special_token_ids
 
@@ -383,3 +385,11 @@ def test_noop_intervention_reproduces_baseline_accuracy_end_to_end(family):
     assert noop_texts == texts
     assert noop["accuracy"].item() == baseline["accuracy"].item()
     assert noop["finished_rate"].item() == baseline["finished_rate"].item() == 1.0
+
+
+def test_ranked_receivers_follow_rank_and_skip_excluded_layers() -> None:
+    table = pd.DataFrame({"layer": [0, 3, 1, 2], "head": [5, 1, 2, 0], "rank": [1, 4, 2, 3]})
+    section = {"receiver_heads": {"heads": [], "exclude_layers": [0]}}
+    assert ranked_receivers(section, table) == ([(1, 2), (2, 0), (3, 1)], "receiver_heads.tsv")
+    section = {"receiver_heads": {"heads": [[4, 4], [0, 1]], "exclude_layers": [0]}}
+    assert ranked_receivers(section, table) == ([(4, 4), (0, 1)], "config")

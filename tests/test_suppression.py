@@ -23,6 +23,7 @@ from anchorflow.suppression.divergence import (
     nucleus_kl,
 )
 from anchorflow.suppression.matrix import sentence_log_kl, suppression_matrix
+from anchorflow.suppression.receivers import with_high_low_ratio
 
 VOCAB = 160
 SPANS = np.array([[3, 9], [9, 14], [14, 22], [22, 27], [27, 35], [35, 41], [41, 48]])
@@ -353,3 +354,14 @@ def test_nucleus_keeps_the_token_whose_cumulative_mass_equals_top_p(tie: int) ->
     settings = KLSettings(mode="nucleus", temperature=1.0, top_p=float(cumulative[tie]), max_k=7)
     assert int(compress_nucleus(logits, settings).keep.sum()) == tie + 1
     assert len(reference_nucleus(logits[0], settings)) == tie + 1
+
+
+def test_high_low_ratio_pairs_each_traces_extremes() -> None:
+    rows = [
+        {"trace": "1_correct", "which": "highest", "final_position_kl": 2.0},
+        {"trace": "1_correct", "which": "lowest", "final_position_kl": 0.5},
+        {"trace": "2_correct", "which": "lowest", "final_position_kl": 1.0},
+        {"trace": "2_correct", "which": "highest", "final_position_kl": 3.0},
+    ]
+    table = with_high_low_ratio(rows)
+    assert table["highest_over_lowest"].tolist() == [4.0, 4.0, 3.0, 3.0]

@@ -13,7 +13,9 @@ def main() -> None:
     a run from whatever stages it has (the ``explorer`` rule does the same once all have run)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m anchorflow.explorer", description=main.__doc__.split(":")[0]
+    )
     parser.add_argument("results", type=Path, help="results/{run}")
     parser.add_argument("--model", action="append", required=True, help="NAME=ROLLOUTS")
     parser.add_argument("--interventions-model", default=None)
