@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 LOG_KL_EPSILON = 1e-9
 
@@ -75,13 +76,14 @@ def compress_nucleus(logits: torch.Tensor, settings: KLSettings) -> Nucleus:
 
 
 def _kl_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    probs = log_p.exp()
-    terms = torch.where(probs > 0, probs * (log_p - log_q), torch.zeros_like(probs))
+    terms = F.kl_div(log_q, log_p, reduction="none", log_target=True)
+    terms = torch.where(torch.isneginf(log_p), torch.zeros_like(terms), terms)
     return terms.sum(dim=-1).clamp_min(0.0)
 
 
 def full_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """``KL(P || Q)`` over the last axis from log-probabilities; terms with ``p == 0`` are 0."""
+    """``KL(P || Q)`` over the last axis from log-probabilities
+    (``torch.nn.functional.kl_div``); terms with ``p == 0`` are 0."""
     return _kl_from_log_probs(log_p, log_q)
 
 
