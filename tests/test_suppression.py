@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from anchorflow.suppression.divergence import (
     NO_EFFECT_LOG_KL,
     KLSettings,
     compress_nucleus,
+    full_kl,
     kl_from_logits,
     nucleus_kl,
 )
@@ -365,3 +368,14 @@ def test_high_low_ratio_pairs_each_traces_extremes() -> None:
     ]
     table = with_high_low_ratio(rows)
     assert table["highest_over_lowest"].tolist() == [4.0, 4.0, 3.0, 3.0]
+
+
+def test_full_kl_terms_with_zero_probability_are_zero() -> None:
+    # P puts no mass where Q has none (log q = -inf) or where its own log underflows: those
+    # terms are 0, never 0 * inf = NaN.
+    log_p = torch.tensor([[math.log(0.75), math.log(0.25), -1e9, -math.inf]], dtype=torch.float64)
+    log_q = torch.tensor(
+        [[math.log(0.5), math.log(0.5), -math.inf, -math.inf]], dtype=torch.float64
+    )
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert full_kl(log_p, log_q).item() == pytest.approx(expected, rel=1e-12)

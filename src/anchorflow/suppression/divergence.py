@@ -77,7 +77,7 @@ def compress_nucleus(logits: torch.Tensor, settings: KLSettings) -> Nucleus:
 
 def _kl_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     terms = F.kl_div(log_q, log_p, reduction="none", log_target=True)
-    terms = torch.where(torch.isneginf(log_p), torch.zeros_like(terms), terms)
+    terms = torch.where(log_p.exp() > 0, terms, torch.zeros_like(terms))
     return terms.sum(dim=-1).clamp_min(0.0)
 
 
