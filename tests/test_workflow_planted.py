@@ -95,3 +95,27 @@ def test_a_second_placement_meets_the_planted_targets(tmp_path: Path) -> None:
         workflow, "interventions_all", "--cores", "2", "--configfile", DEMO_CONFIG, str(overlay)
     )
     check_targets(workflow.results, layer=1, head=3)
+
+
+def test_conditions_with_config_heads_and_no_patching(tmp_path: Path) -> None:
+    """intervention_conditions without its optional inputs: the heads named in the config (no
+    receiver_heads.tsv) and patching off (no receiver scores, no records)."""
+    workflow = copy_workflow(tmp_path / "workflow")
+    overlay = workflow.root / "config-heads.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "interventions": {
+                    "receiver_heads": {"heads": [[3, 0], [2, 1]]},
+                    "patching": {"enabled": False},
+                }
+            }
+        )
+    )
+    target = f"results/demo/interventions/{MODEL}/conditions.json"
+    run_snakemake(workflow, target, "--cores", "2", "--configfile", DEMO_CONFIG, str(overlay))
+    resolved = json.loads((workflow.root / target).read_text())
+    assert resolved["params"]["receivers_source"] == "config"
+    assert resolved["params"]["receivers"] == [[3, 0], [2, 1]]
+    assert "patching" not in resolved["conditions"] and resolved["patching_sentences"] == []
+    assert not (workflow.results / "receivers").exists()

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def ranked_receivers(
-    section: Mapping[str, Any], receiver_heads: pd.DataFrame
+    section: Mapping[str, Any], receiver_heads: pd.DataFrame | None
 ) -> tuple[list[tuple[int, int]], str]:
     """The receiver heads in rank order and where they came from: the config's
     ``receiver_heads.heads`` when given, else ``receiver_heads.tsv`` without the excluded
@@ -41,14 +41,16 @@ def resolve_conditions(
     model: str,
     n_layers: int,
     n_heads: int,
-    receiver_heads: pd.DataFrame,
-    receiver_scores: pd.DataFrame,
+    receiver_heads: pd.DataFrame | None,
+    receiver_scores: pd.DataFrame | None,
     records: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Every condition of the interventions ``section`` for a model of ``n_layers x n_heads``:
     receiver and matched random heads, and with patching enabled the patched sentences of the
-    patching problems among ``records`` (the model's rollouts). The ``conditions.json``
-    document: ``conditions``, ``patching_sentences``, ``params``."""
+    patching problems among ``records`` (the model's rollouts). ``receiver_heads`` (the
+    ``receiver_heads.tsv`` table) is needed unless the config names the heads, and
+    ``receiver_scores`` only for patching. The ``conditions.json`` document: ``conditions``,
+    ``patching_sentences``, ``params``."""
     receivers, source = ranked_receivers(section, receiver_heads)
     log.info(
         "%d receiver heads from %s; model has %d layers x %d heads",
