@@ -197,44 +197,6 @@ def test_head_selection_rejects_out_of_range() -> None:
         head_selection([(2, 0)], num_layers=2, num_heads=4, device="cpu")
 
 
-def test_out_of_memory_halves_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = tiny_model("qwen2")
-    settings = KLSettings(mode="full")
-    expected = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=1)
-    original = suppression_matrix_module._forward_suppressed
-
-    def small_batches_only(*args: object, **kwargs: object) -> torch.Tensor:
-        if args[3].shape[0] > 2:
-            raise torch.OutOfMemoryError(
-                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
-            )
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", small_batches_only)
-    result = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=8)
-    assert (result.batch_size, result.n_oom_retries) == (2, 2)
-    np.testing.assert_allclose(result.log_kl, expected.log_kl, atol=1e-5, rtol=0)
-
-    def small_blocks_only(*args: object, **kwargs: object) -> torch.Tensor:
-        if args[3].shape[0] > 1 or args[6] > 4:
-            raise torch.OutOfMemoryError(
-                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
-            )
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", small_blocks_only)
-    result = suppression_matrix(model, token_ids(), SPANS, settings, batch_size=2, query_block=16)
-    assert (result.batch_size, result.query_block, result.n_oom_retries) == (1, 4, 3)
-    np.testing.assert_allclose(result.log_kl, expected.log_kl, atol=1e-5, rtol=0)
-
-    def always(*args: object, **kwargs: object) -> torch.Tensor:
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-
-    monkeypatch.setattr(suppression_matrix_module, "_forward_suppressed", always)
-    with pytest.raises(RuntimeError, match="No executable batch size"):
-        suppression_matrix(model, token_ids(), SPANS, settings, batch_size=4)
-
-
 def test_bad_inputs_raise() -> None:
     model = tiny_model("qwen2")
     with pytest.raises(ValueError, match="BOS"):

@@ -30,10 +30,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from accelerate.utils import find_executable_batch_size
 from tqdm import tqdm
 from transformers import AttentionInterface, PreTrainedModel
 
+from anchorflow.memory import halvings, run_with_fallbacks
 from anchorflow.models.loading import encode_text
 from anchorflow.receivers.heads import vertical_scores
 
@@ -197,19 +197,13 @@ def _attention_implementation(model: PreTrainedModel, name: str) -> Iterator[Non
 
 def with_oom_retry(run: Callable[[int], Result], query_block: int) -> Result:
     """Call ``run(query_block)``; on out-of-memory halve the block and retry
-    (``accelerate``'s ``find_executable_batch_size``); below one row it raises ``RuntimeError``."""
-    block = query_block
-
-    def halve() -> int:
-        nonlocal block
-        block //= 2
-        if block:
-            log.warning("out of memory; retrying with query_block=%d", block)
-        return block
-
-    return find_executable_batch_size(
-        run, starting_batch_size=query_block, reduce_batch_size_fn=halve
-    )()
+    (:func:`anchorflow.memory.run_with_fallbacks`); below one row it raises ``RuntimeError``."""
+    result, _ = run_with_fallbacks(
+        run,
+        halvings(query_block),
+        lambda block: log.warning("out of memory; retrying with query_block=%d", block),
+    )
+    return result
 
 
 @torch.no_grad()

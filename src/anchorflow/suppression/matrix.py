@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from accelerate.utils import find_executable_batch_size
 from transformers import DynamicCache
 
+from anchorflow.memory import halvings, run_with_fallbacks
 from anchorflow.models.loading import encode_text
 from anchorflow.suppression.attention import HeadSelection, head_selection, suppression_attention
 from anchorflow.suppression.divergence import (
@@ -165,11 +165,9 @@ def _suppressed_token_kl(
 def oom_fallbacks(batch_size: int, query_block: int) -> list[tuple[int, int]]:
     """The ``(batch_size, query_block)`` settings out-of-memory errors step through, first the
     given ones: the batch halves down to 1 sentence, then the query block down to 1 row."""
-    fallbacks = [(batch_size, query_block)]
-    while fallbacks[-1] != (1, 1):
-        batch, block = fallbacks[-1]
-        fallbacks.append((batch // 2, block) if batch > 1 else (1, block // 2))
-    return fallbacks
+    return [(batch, query_block) for batch in halvings(batch_size)] + [
+        (1, block) for block in halvings(query_block)[1:]
+    ]
 
 
 def suppression_matrix(
@@ -193,8 +191,8 @@ def suppression_matrix(
     clips spans the same way). Sentences are suppressed ``batch_size`` at a time, in order of
     their start, attention computed ``query_block`` rows at a time (exact: see
     :func:`suppression_attention`). An out-of-memory error steps to the next of
-    :func:`oom_fallbacks` (``accelerate``'s ``find_executable_batch_size`` retries; the sentences
-    already done are kept); past the last it raises ``RuntimeError``.
+    :func:`oom_fallbacks` (:func:`anchorflow.memory.run_with_fallbacks`; the sentences already
+    done are kept); past the last it raises ``RuntimeError``.
     """
     if batch_size < 1 or query_block < 1:
         raise ValueError(
@@ -211,29 +209,31 @@ def suppression_matrix(
     if any(spans[s, 0] < 1 for s in todo):
         raise ValueError("a suppressed sentence starts at token 0; token 0 must be BOS")
     token_kl = torch.full((n_sentences, n_tokens), math.nan, dtype=torch.float32, device=device)
-    fallbacks = oom_fallbacks(batch_size, query_block)
-    attempt = 0
 
-    def next_fallback() -> int:
-        nonlocal attempt
-        attempt += 1
-        if attempt < len(fallbacks):
-            log.warning(
-                "out of memory; retrying with %d suppressed sentences, query block %d",
-                *fallbacks[attempt],
+    def suppress_remaining(setting: tuple[int, int]) -> None:
+        nonlocal todo
+        batch_size, query_block = setting
+        while todo:
+            batch = todo[:batch_size]
+            token_kl[batch] = _suppressed_token_kl(
+                model,
+                ids,
+                prefix,
+                baseline,
+                spans[batch],
+                settings,
+                heads,
+                position_chunk,
+                query_block,
             )
-        return len(fallbacks) - attempt
+            todo = todo[len(batch) :]
+            if progress is not None:
+                progress(len(batch))
 
-    @find_executable_batch_size(
-        starting_batch_size=len(fallbacks), reduce_batch_size_fn=next_fallback
-    )
-    def suppress_next_batch(fallbacks_left: int) -> tuple[list[int], torch.Tensor]:
-        batch_size, query_block = fallbacks[len(fallbacks) - fallbacks_left]
-        batch = todo[:batch_size]
-        rows = _suppressed_token_kl(
-            model, ids, prefix, baseline, spans[batch], settings, heads, position_chunk, query_block
+    def log_fallback(setting: tuple[int, int]) -> None:
+        log.warning(
+            "out of memory; retrying with %d suppressed sentences, query block %d", *setting
         )
-        return batch, rows
 
     head = model.get_output_embeddings()
     with torch.inference_mode(), suppression_attention(model):
@@ -246,12 +246,8 @@ def suppression_matrix(
                 for offset in range(0, n_tokens, position_chunk)
             ]
         )
-        while todo:
-            batch, rows = suppress_next_batch()
-            token_kl[batch] = rows
-            todo = todo[len(batch) :]
-            if progress is not None:
-                progress(len(batch))
+        fallbacks = oom_fallbacks(batch_size, query_block)
+        _, attempt = run_with_fallbacks(suppress_remaining, fallbacks, log_fallback)
     log_kl = sentence_log_kl(token_kl, spans)
     return SuppressionResult(
         log_kl=log_kl.float().cpu().numpy(),
