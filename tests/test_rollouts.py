@@ -27,7 +27,7 @@ from anchorflow.data.rollouts import (
     normalise_trace,
     requested_traces,
 )
-from anchorflow.data.sources import read_parquet_files, read_tree_files
+from anchorflow.data.sources import parquet_files, read_parquet_files, read_tree_files
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +279,17 @@ def test_source_fingerprint_follows_local_content_only(demo_root: Path, tmp_path
     assert remote != source_fingerprint(
         "hf://datasets/uzaymacar/math-rollouts@v2", requests, SAMPLING_FOLDER, "tree"
     )
+
+
+def test_parquet_files_are_the_same_for_reader_and_fingerprint(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    export_parquet(demo_root, tmp_path / "data")
+    filesystem = fsspec.filesystem("file")
+    every = parquet_files(filesystem, str(tmp_path / "data"))
+    assert len(every) == 2 and every == sorted(every)
+    assert parquet_files(filesystem, str(tmp_path / "data" / "default-*.parquet")) == every
+    assert parquet_files(filesystem, every[0]) == [every[0]]
+    assert parquet_files(filesystem, str(tmp_path / "absent.parquet")) == []
+    with pytest.raises(FileNotFoundError, match="no parquet files"):
+        read_parquet_files(str(tmp_path / "absent.parquet"), ["x.json"])

@@ -26,7 +26,13 @@ from typing import Any
 
 import fsspec
 
-from anchorflow.data.sources import FileText, NotUtf8, read_parquet_files, read_tree_files
+from anchorflow.data.sources import (
+    FileText,
+    NotUtf8,
+    parquet_files,
+    read_parquet_files,
+    read_tree_files,
+)
 from anchorflow.io import read_jsonl
 from anchorflow.sentences import SentenceLocationError, char_spans, dataset_chunks, split_solution
 from anchorflow.taxonomy import TAGS
@@ -312,11 +318,7 @@ def source_fingerprint(
     digest = hashlib.sha256(source_format.encode())
     root = root.rstrip("/")
     if source_format == "parquet":
-        if filesystem.isdir(root):
-            files = sorted(p for p in filesystem.find(root) if p.endswith(".parquet"))
-        else:
-            files = sorted(filesystem.glob(root))
-        for file in files:
+        for file in parquet_files(filesystem, root):
             digest.update(f"{Path(file).name}|{filesystem.size(file)}".encode())
         return digest.hexdigest()[:16]
     for request in requests:

@@ -46,6 +46,16 @@ def read_tree_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
     return contents
 
 
+def parquet_files(filesystem: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    """The files of a parquet export at ``root``: every ``.parquet`` file below a folder, the
+    matches of a glob, or the one file named (none when it does not exist)."""
+    if filesystem.isdir(root):
+        return sorted(path for path in filesystem.find(root) if path.endswith(".parquet"))
+    if any(character in root for character in "*?["):
+        return sorted(filesystem.glob(root))
+    return [root] if filesystem.exists(root) else []
+
+
 def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, FileText]:
     """Read ``paths`` from the parquet export at ``source`` (file, folder or glob; any fsspec URL).
 
@@ -60,10 +70,7 @@ def read_parquet_files(source: str, paths: Iterable[str]) -> dict[str, FileText]
     if not wanted:
         return contents
     filesystem, root = fsspec.core.url_to_fs(source)
-    if filesystem.isdir(root):
-        files = sorted(path for path in filesystem.find(root) if path.endswith(".parquet"))
-    else:
-        files = sorted(filesystem.glob(root)) if any(c in root for c in "*?[") else [root]
+    files = parquet_files(filesystem, root)
     if not files:
         raise FileNotFoundError(f"no parquet files at {source}")
     for file in files:
