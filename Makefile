@@ -41,7 +41,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile demo/config.yaml
-	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
+	cd src && ../$(BIN)/lint-imports ../pyproject.toml
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
 
 # docs/rulegraph.svg: every rule, those after the checkpoint too (the demo's checkpoint output

@@ -7,7 +7,6 @@ of the repository's workflow files under a pytest temp dir. One completed demo r
 
 from __future__ import annotations
 
-import filecmp
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 from labels_support import fake_api, real_records
 
-from anchorflow.digest import result_files
+from anchorflow.digest import digest_differences, result_digests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = "demo/config.yaml"
@@ -130,22 +129,21 @@ def figure_data_file(figure: Path) -> Path:
 
 
 def result_differences(expected: Path, actual: Path) -> list[str]:
-    """Every way the result tree ``actual`` differs from ``expected``.
+    """Every way the result tree ``actual`` differs from ``expected``
+    (:func:`anchorflow.digest.digest_differences`), and every figure without its data file.
 
     Every file must be byte-equal, figures included: the figures (PNG, PDF) are written without
     dates, so they are deterministic too, and each must have its ``_data.csv`` beside it.
     Logs, benchmarks and timing files are not compared.
     """
-    expected_files = result_files(expected)
-    actual_files = result_files(actual)
-    differences = [f"missing: {path}" for path in sorted(expected_files - actual_files)]
-    differences += [f"unexpected: {path}" for path in sorted(actual_files - expected_files)]
-    for path in sorted(expected_files & actual_files):
-        if path.suffix in FIGURE_SUFFIXES and figure_data_file(path) not in expected_files:
-            differences.append(f"figure without its _data.csv: {path}")
-        if not filecmp.cmp(expected / path, actual / path, shallow=False):
-            differences.append(f"differs: {path}")
-    return differences
+    expected_digests = result_digests(expected)
+    differences = digest_differences(expected_digests, result_digests(actual))
+    return differences + [
+        f"figure without its _data.csv: {path}"
+        for path in expected_digests
+        if Path(path).suffix in FIGURE_SUFFIXES
+        and figure_data_file(Path(path)).as_posix() not in expected_digests
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,11 @@ from conftest import (
     WorkflowCopy,
     copy_workflow,
     result_differences,
-    result_files,
     run_demo,
     run_snakemake,
 )
 
-from anchorflow.digest import digest_differences, read_manifest, result_digests
+from anchorflow.digest import digest_differences, read_manifest, result_digests, result_files
 
 pytestmark = pytest.mark.slow
 

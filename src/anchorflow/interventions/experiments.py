@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from anchorflow.data.problem_sets import record_problems
+from anchorflow.interventions.counterfactual import analysed_sentences, resample_items
 from anchorflow.interventions.decode import GenerationItem
 from anchorflow.interventions.heads import stable_seed
 from anchorflow.interventions.prompts import (
@@ -110,8 +111,6 @@ def experiment_items(
     seed_parts = (params["seed"], experiment) + (() if params["paired_seeds"] else (condition,))
     own_records = [r for r in records if rollouts is None or r["rollouts"] == rollouts]
     if experiment == "counterfactual":
-        from anchorflow.interventions.counterfactual import analysed_sentences, resample_items
-
         by_trace = {rec["trace"]: rec for rec in own_records}
         items: list[GenerationItem] = []
         for trace in settings["traces"]:
