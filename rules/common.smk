@@ -50,17 +50,20 @@ def usable_traces(rollouts):
     return [trace for folder, trace in rows if folder == rollouts]
 
 
-def is_demo_model(wildcards):
-    """Whether the job's model is a demo model that the workflow builds."""
-    return MODELS[wildcards.model]["source"] == "demo"
+def model_files(wildcards):
+    """What a model rule waits for: a demo model's built folder, a hub model's pre-fetch
+    record (its files are then in the hub cache), nothing for local folders and GGUF files."""
+    source = MODELS[wildcards.model]["source"]
+    if source == "demo":
+        return f"{RESULTS}/models/{wildcards.model}"
+    if source == "hub":
+        return f"{RESULTS}/prefetch/{wildcards.model}.json"
+    return []
 
 
-def built_model_folder(wildcards):
-    return f"{RESULTS}/models/{wildcards.model}"
-
-
-# The local model folder a model rule depends on (built demo models only).
-model_files = branch(is_demo_model, then=built_model_folder)
+def hub_models():
+    """The configured models that come from the hub."""
+    return [name for name, spec in MODELS.items() if spec["source"] == "hub"]
 
 
 def receiver_heads_table(wildcards):

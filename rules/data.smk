@@ -4,9 +4,13 @@ checkpoint acquire_rollouts:
         manifest=f"{RESULTS}/rollouts/manifest.tsv",
         excluded=f"{RESULTS}/rollouts/excluded.tsv",
     log:
-        f"{RESULTS}/logs/acquire_rollouts.log",
+        main=f"{RESULTS}/logs/acquire_rollouts.log",
+        excluded=f"{RESULTS}/logs/acquire_rollouts.excluded.tsv",
     cache: "omit-software"
-    retries: 3
+    # Never retried by Snakemake (this also overrides a profile's `retries`): the hub client
+    # retries transient faults itself, and the errors that reach the job (a wrong repository or
+    # revision, offline without a cache, dataset.strict) cannot succeed on a second try.
+    retries: 0
     localrule: True
     conda:
         "../envs/data.yaml"
@@ -25,6 +29,34 @@ checkpoint acquire_rollouts:
         code=code_digest("data.rollouts", "data.sources", "sentences", "io", "taxonomy"),
     script:
         "../scripts/acquire_rollouts.py"
+
+
+rule prefetch_model:
+    output:
+        f"{RESULTS}/prefetch/{{model}}.json",
+    log:
+        f"{RESULTS}/logs/prefetch_model/{{model}}.log",
+    # The login node's job on a cluster: compute nodes then load from the hub cache offline.
+    localrule: True
+    retries: 0
+    conda:
+        "../envs/model.yaml"
+    resources:
+        mem_mb=resource("data", "mem_mb"),
+        runtime=resource("data", "runtime"),
+    params:
+        model=model_params,
+    script:
+        "../scripts/prefetch_model.py"
+
+
+# Everything that needs the network (the dataset files and the hub models), for a login node:
+# `snakemake prefetch`, then run the rest with HF_HUB_OFFLINE=1 (docs/CLUSTER.md).
+rule prefetch:
+    input:
+        rules.acquire_rollouts.output.records,
+        expand(f"{RESULTS}/prefetch/{{model}}.json", model=hub_models()),
+    localrule: True
 
 
 rule split_sentences:

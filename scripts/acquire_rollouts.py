@@ -2,21 +2,22 @@
 
 import pandas as pd
 
-from anchorflow.data.rollouts import acquire, check_usable, exclusion_rows, requested_traces
+from anchorflow.data.rollouts import acquire, check_usable, exclusion_table, requested_traces
 from anchorflow.io import write_jsonl, write_tsv
 from anchorflow.workflow import log_to
 
-log = log_to(snakemake.log[0])
+log = log_to(snakemake.log.main)
 params = snakemake.params
 requests = requested_traces(params.rollouts, params.problems, params.correctness)
 records, exclusions = acquire(params.source, requests, params.sampling_folder, params.format)
 log.info(
     "requested %d traces: %d usable, %d excluded", len(requests), len(records), len(exclusions)
 )
-check_usable(records, exclusions, params.strict)
+# Written before the check can stop the job: Snakemake removes a failed job's outputs, not its logs.
+write_tsv(snakemake.log.excluded, exclusion_table(exclusions))
+check_usable(records, exclusions, params.strict, listing=snakemake.log.excluded)
 
-columns = ["rollouts", "trace", "problem", "correctness", "reason", "detail"]
-write_tsv(snakemake.output.excluded, pd.DataFrame(exclusion_rows(exclusions), columns=columns))
+write_tsv(snakemake.output.excluded, exclusion_table(exclusions))
 write_tsv(
     snakemake.output.manifest,
     pd.DataFrame([(r["rollouts"], r["trace"]) for r in records], columns=["rollouts", "trace"]),

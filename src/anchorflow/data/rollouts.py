@@ -2,9 +2,10 @@
 
 Three sources, one code path after the raw files are read (method reference §2):
 
-- ``tree``: the dataset's raw per-file layout through fsspec — ``hf://datasets/uzaymacar/
-  math-rollouts[@revision]`` (huggingface_hub's ``HfFileSystem``: only the files a trace needs are
-  fetched, never the 19.6 GB), any other fsspec URL, or a local folder;
+- ``tree``: the dataset's raw per-file layout — ``hf://datasets/uzaymacar/math-rollouts[@revision]``
+  through the hub cache (:mod:`anchorflow.data.hub`: only the files a trace needs are fetched,
+  never the 19.6 GB nor a listing of it, and a rerun with ``HF_HUB_OFFLINE=1`` reads the cache),
+  any other fsspec URL, or a local folder;
 - ``parquet``: the datasets-compatible export (columns ``path, filename, extension, size_bytes,
   content``), read with column projection and row filtering: row groups whose ``path`` statistics
   exclude every wanted file are skipped, and ``content`` is decoded only for row groups that hold a
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import pandas as pd
 
+from anchorflow.data.hub import read_hub_files
 from anchorflow.data.sources import (
     FileText,
     NotUtf8,
@@ -33,6 +36,7 @@ from anchorflow.data.sources import (
     read_parquet_files,
     read_tree_files,
 )
+from anchorflow.hub import parse_hub_url
 from anchorflow.io import read_jsonl
 from anchorflow.sentences import SentenceLocationError, char_spans, dataset_chunks, split_solution
 from anchorflow.taxonomy import TAGS
@@ -259,7 +263,10 @@ def acquire(
         for request in requests
     }
     all_paths = [path for names in wanted.values() for path in names.values()]
-    if source_format == "tree":
+    hub_location = parse_hub_url(source) if source_format == "tree" else None
+    if hub_location is not None:
+        contents = read_hub_files(hub_location, tqdm(all_paths, desc="files", unit="file"))
+    elif source_format == "tree":
         contents = read_tree_files(source, tqdm(all_paths, desc="files", unit="file"))
     elif source_format == "parquet":
         contents = read_parquet_files(source, all_paths)
@@ -286,17 +293,23 @@ def acquire(
     return records, exclusions
 
 
-def check_usable(records: Sequence[Any], exclusions: Sequence[Exclusion], strict: bool) -> None:
-    """Raise :class:`AcquisitionError` when nothing is usable, or anything is not and ``strict``."""
+def check_usable(
+    records: Sequence[Any],
+    exclusions: Sequence[Exclusion],
+    strict: bool,
+    listing: str = "excluded.tsv",
+) -> None:
+    """Raise :class:`AcquisitionError` when nothing is usable, or anything is not and ``strict``;
+    ``listing`` names the file that already lists the exclusions."""
     if exclusions and strict:
-        listing = "; ".join(f"{e.rollouts}/{e.trace}: {e.reason} ({e.detail})" for e in exclusions)
+        reasons = "; ".join(f"{e.rollouts}/{e.trace}: {e.reason} ({e.detail})" for e in exclusions)
         raise AcquisitionError(
             f"dataset.strict is set and {len(exclusions)} requested trace(s) are unusable: "
-            f"{listing}"
+            f"{reasons} (listed in {listing})"
         )
     if not records:
         raise AcquisitionError(
-            f"no usable trace among {len(exclusions)} requested: see excluded.tsv"
+            f"no usable trace among {len(exclusions)} requested: see {listing}"
         )
 
 
@@ -311,10 +324,13 @@ def source_fingerprint(
     names and sizes of the parquet files. Remote sources (``hf://``, ...): the URL alone (pin a
     revision with ``@revision``); nothing is contacted.
     """
+    remote_digest = hashlib.sha256(f"{source_format}|{source}".encode()).hexdigest()[:16]
+    if parse_hub_url(source) is not None:  # no filesystem is built: parsing stays offline
+        return remote_digest
     filesystem, root = fsspec.core.url_to_fs(source)
     protocols = filesystem.protocol
     if "file" not in ((protocols,) if isinstance(protocols, str) else protocols):
-        return hashlib.sha256(f"{source_format}|{source}".encode()).hexdigest()[:16]
+        return remote_digest
     digest = hashlib.sha256(source_format.encode())
     root = root.rstrip("/")
     if source_format == "parquet":
@@ -331,9 +347,12 @@ def source_fingerprint(
     return digest.hexdigest()[:16]
 
 
-def exclusion_rows(exclusions: Sequence[Exclusion]) -> list[dict[str, Any]]:
-    """Exclusions as rows for ``excluded.tsv``."""
-    return [asdict(exclusion) for exclusion in exclusions]
+EXCLUSION_COLUMNS = ["rollouts", "trace", "problem", "correctness", "reason", "detail"]
+
+
+def exclusion_table(exclusions: Sequence[Exclusion]) -> pd.DataFrame:
+    """Exclusions as the rows of ``excluded.tsv`` (columns :data:`EXCLUSION_COLUMNS`)."""
+    return pd.DataFrame([asdict(e) for e in exclusions], columns=EXCLUSION_COLUMNS)
 
 
 def read_records(path: str) -> list[dict[str, Any]]:
