@@ -51,8 +51,9 @@ def usable_traces(rollouts):
 
 
 def model_files(wildcards):
-    """What a model rule waits for: a demo model's built folder, a hub model's pre-fetch
-    record (its files are then in the hub cache), nothing for local folders and GGUF files."""
+    """The input of the model jobs: a demo model's built folder, a hub model's pre-fetch
+    record (its files are then in the hub cache), nothing for local folders and GGUF files.
+    """
     source = MODELS[wildcards.model]["source"]
     if source == "demo":
         return f"{RESULTS}/models/{wildcards.model}"

@@ -26,7 +26,15 @@ checkpoint acquire_rollouts:
         problems=config["problems"],
         correctness=config["correctness"],
         source_fingerprint=dataset_fingerprint(),
-        code=code_digest("data.rollouts", "data.sources", "sentences", "io", "taxonomy"),
+        code=code_digest(
+            "data.rollouts",
+            "data.sources",
+            "data.hub",
+            "hub",
+            "sentences",
+            "io",
+            "taxonomy",
+        ),
     script:
         "../scripts/acquire_rollouts.py"
 
@@ -36,9 +44,9 @@ rule prefetch_model:
         f"{RESULTS}/prefetch/{{model}}.json",
     log:
         f"{RESULTS}/logs/prefetch_model/{{model}}.log",
+    retries: 0
     # The login node's job on a cluster: compute nodes then load from the hub cache offline.
     localrule: True
-    retries: 0
     conda:
         "../envs/model.yaml"
     resources:

@@ -111,7 +111,7 @@ class HubImitation:
     """The server: ``with HubImitation() as hub: hub.endpoint``; ``hub.requests`` lists every
     request as ``(method, path, status, body_bytes)``."""
 
-    def __init__(self, page_size: int = 50) -> None:
+    def __init__(self, page_size: int = 1000) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[tuple[str, str, int, int]] = []
         self.faults: list[Fault] = []
@@ -346,7 +346,6 @@ def rollout_files(root: Path, extra_chunks: int = 0) -> dict[str, bytes]:
         for index in range(extra_chunks):
             files[f"{folder}/chunk_{index}/solutions.json"] = b'[{"rollout": "..."}]' * 40
     return files
-
 
 
 def add_math_rollouts(

@@ -4,18 +4,20 @@ revisions and files, transient and permanent faults, and the requests each costs
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from huggingface_hub import HfFileSystem, constants
 from hub_imitation import HubImitation, add_math_rollouts
+from huggingface_hub import HfFileSystem, constants
 from real_data import PAPER_PROBLEMS, QWEN14B_ROLLOUTS, REAL_ROLLOUTS, SAMPLING_FOLDER
 
 from anchorflow.data.hub import read_hub_files
+from anchorflow.data.rollouts import TRACE_FILES, acquire, requested_traces
 from anchorflow.hub import HubLocation, HubSourceError, parse_hub_url
 from anchorflow.models.loading import load_model
 from anchorflow.models.prefetch import prefetch_model
 from anchorflow.models.tiny import random_causal_lm, special_token_ids, word_level_tokenizer
-from anchorflow.data.rollouts import TRACE_FILES, acquire, requested_traces
 
 REPO = "uzaymacar/math-rollouts"
 
@@ -80,6 +82,31 @@ def test_first_run_equals_the_local_folder_and_fetches_only_the_trace_files(hub,
     wanted = [f"{r.folder(SAMPLING_FOLDER)}/{name}" for r in requests_for() for name in TRACE_FILES]
     assert hub.count("HEAD", "/resolve/") == len(wanted)
     assert hub.count("GET", "/resolve/") == len({files[p] for p in wanted if p in files})
+
+
+def test_a_rerun_online_asks_only_where_the_branch_points(hub, local_records):
+    first = acquire(f"hf://datasets/{REPO}", requests_for(), SAMPLING_FOLDER)
+    hub.reset()
+    assert acquire(f"hf://datasets/{REPO}", requests_for(), SAMPLING_FOLDER) == first
+    # The first file's HEAD resolves main to its commit; the rest is read at that commit.
+    assert hub.requests == [("HEAD", hub.requests[0][1], 200, 0)]
+
+
+def test_a_moved_branch_is_followed_by_the_next_acquisition(hub):
+    source, requests = f"hf://datasets/{REPO}", requests_for()
+    acquire(source, requests, SAMPLING_FOLDER)
+    repo = hub.repos[("dataset", REPO)]
+    files = dict(repo.commits[hub.main_sha])
+    problem = f"{requests[0].folder(SAMPLING_FOLDER)}/problem.json"
+    edited = json.loads(files[problem])
+    edited["problem"] = "Edited. " + edited["problem"]
+    files[problem] = json.dumps(edited).encode()
+    repo.commit(files, ref="main")
+    hub.reset()
+    records, _ = acquire(source, requests, SAMPLING_FOLDER)
+    assert records[0]["problem_text"].startswith("Edited. ")
+    assert records[1]["problem_text"] == records[0]["problem_text"][len("Edited. ") :]
+    assert hub.count("GET", "/resolve/") == 1  # only the changed file's content is new
 
 
 def test_a_rerun_offline_reads_the_cache_with_no_request(hub, monkeypatch, local_records):
@@ -172,13 +199,14 @@ def test_a_persistent_5xx_is_a_hub_error_after_the_client_retries(hub, monkeypat
 def test_hf_file_system_reads_through_the_imitation(hub):
     """The imitation's listing endpoints (info, tree pages, paths-info) follow the real API far
     enough for huggingface_hub's own fsspec filesystem: what acquisition used before."""
+    hub.page_size = 3  # the real API pages at 1000 entries; here the folder takes 4 pages
     fs = HfFileSystem(skip_instance_cache=True)
     root = f"datasets/{REPO}/{QWEN14B_ROLLOUTS}/{SAMPLING_FOLDER}/correct_base_solution"
     folders = fs.ls(root, detail=False)
     assert len(folders) == len(PAPER_PROBLEMS)
     text = fs.cat_file(f"{root}/problem_{PROBLEMS[0]}/problem.json").decode()
     assert '"problem"' in text
-    assert hub.count(pattern="/tree/") >= 1
+    assert hub.count(pattern="/tree/") >= 4
 
 
 def tiny_model_export(folder, max_shard_size: str | None):
@@ -220,3 +248,33 @@ def test_a_wrong_model_revision_names_the_config_key(hub):
         prefetch_model(spec | {"revision": "v9"})
     with pytest.raises(HubSourceError, match="does not exist or is not accessible"):
         prefetch_model(spec | {"hf_id": "anchorflow-tests/no-such-model"})
+
+
+def test_the_imitation_serves_ranges_and_lfs_redirects(hub):
+    """What the client may ask of the real hub beyond a plain GET: a byte range (206) and, for an
+    LFS file, a redirect to a CDN on another host carrying the file's sha256 and size."""
+    import hashlib
+    import urllib.request
+
+    weights = b"\x00\x01" * 1000
+    hub.add_repo("model", "o/m").commit({"model.safetensors": weights, "config.json": b"{}"})
+    ask = urllib.request.Request(f"{hub.endpoint}/o/m/resolve/main/config.json")
+    ask.add_header("Range", "bytes=1-")
+    with urllib.request.urlopen(ask) as answer:
+        assert answer.status == 206 and answer.read() == b"}"
+        assert answer.headers["Content-Range"] == "bytes 1-1/2"
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        opener.open(f"{hub.endpoint}/o/m/resolve/main/model.safetensors")
+    headers = redirect.value.headers
+    assert redirect.value.code == 302
+    assert headers["X-Linked-Etag"] == f'"{hashlib.sha256(weights).hexdigest()}"'
+    assert headers["X-Linked-Size"] == str(len(weights))
+    assert headers["Location"].startswith("http://127.0.0.2:")
+    with urllib.request.urlopen(headers["Location"]) as blob:
+        assert blob.read() == weights

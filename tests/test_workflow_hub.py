@@ -55,7 +55,8 @@ def setting(tmp_path):
 
 
 def snakemake(workflow, environment, *args):
-    return run_snakemake(workflow, *args, "--cores", "1", "--configfile", CONFIG, environment=environment)
+    arguments = (*args, "--cores", "1", "--configfile", CONFIG)
+    return run_snakemake(workflow, *arguments, environment=environment)
 
 
 def failing(workflow, environment, config, *args) -> str:

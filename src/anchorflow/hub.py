@@ -1,5 +1,6 @@
 """Hugging Face hub locations and the errors that no retry can mend, shared by the dataset
-acquisition (:mod:`anchorflow.data.hub`) and the model pre-fetch (:mod:`anchorflow.models.prefetch`).
+acquisition (:mod:`anchorflow.data.hub`) and the model pre-fetch
+(:mod:`anchorflow.models.prefetch`).
 
 Transient faults (connection errors, timeouts, 429 and 5xx) are retried by the client itself with
 backoff (``huggingface_hub``'s ``http_backoff``); what is left when they run out, and every

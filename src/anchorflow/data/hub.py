@@ -9,14 +9,18 @@ the reason); whatever no retry can mend raises :class:`anchorflow.hub.HubSourceE
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from anchorflow.data.sources import FileText, decode_utf8
 from anchorflow.hub import HubLocation, HubSourceError, explained, offline_hint
 
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+
+LOG = logging.getLogger(__name__)
 
 
 def _cached(location: HubLocation, filename: str) -> str | None | bool:
@@ -63,11 +67,29 @@ def _download(location: HubLocation, filename: str) -> str | None:
             return None
 
 
+def snapshot_commit(local: str, filename: str) -> str | None:
+    """The commit of a file the cache returned: its path is ``.../snapshots/{commit}/{filename}``
+    (the hub cache's documented layout); ``None`` when it is not."""
+    folder = Path(local).parents[len(Path(filename).parts) - 1]
+    return folder.name if COMMIT_SHA.fullmatch(folder.name) else None
+
+
 def read_hub_files(location: HubLocation, paths: Iterable[str]) -> dict[str, FileText]:
     """Read ``paths`` (relative to the location's folder) through the hub cache; a file the
-    repository lacks is ``None``. Raises ``HubSourceError`` for what no retry can mend."""
+    repository lacks is ``None``. Raises ``HubSourceError`` for what no retry can mend.
+
+    A branch or tag is resolved once, by the first file found, and every later file is read at
+    that commit: one acquisition reads one snapshot even if the branch moves meanwhile, and a file
+    the cache holds for that commit costs no request.
+    """
     contents: dict[str, FileText] = {}
+    pinned = location
     for path in paths:
-        local = _download(location, location.filename(path))
+        filename = pinned.filename(path)
+        local = _download(pinned, filename)
         contents[path] = None if local is None else decode_utf8(Path(local).read_bytes())
+        commit = snapshot_commit(local, filename) if local is not None else None
+        if commit is not None and pinned.revision != commit:
+            LOG.info("%s resolved to commit %s", location.describe(), commit)
+            pinned = replace(location, revision=commit)
     return contents

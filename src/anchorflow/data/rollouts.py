@@ -308,9 +308,7 @@ def check_usable(
             f"{reasons} (listed in {listing})"
         )
     if not records:
-        raise AcquisitionError(
-            f"no usable trace among {len(exclusions)} requested: see {listing}"
-        )
+        raise AcquisitionError(f"no usable trace among {len(exclusions)} requested: see {listing}")
 
 
 def source_fingerprint(

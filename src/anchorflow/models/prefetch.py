@@ -47,4 +47,5 @@ def snapshot(location: HubLocation) -> dict[str, Any]:
 
 def prefetch_model(spec: dict[str, Any]) -> dict[str, Any]:
     """Fetch every hub repository of a model spec; the record the rule writes."""
-    return {"model": spec.get("name"), "repositories": [snapshot(r) for r in hub_repositories(spec)]}
+    repositories = [snapshot(location) for location in hub_repositories(spec)]
+    return {"model": spec.get("name"), "repositories": repositories}
