@@ -44,6 +44,8 @@ rule sentence_attention:
         control_depth=config["receivers"]["control_depth"],
         traces=attention_shard_traces,
         store=f"{RESULTS}/store/attention/{{model}}",
+        # A change to what the attention file holds reruns the stage.
+        code=code_digest("attention", "receivers.heads"),
     script:
         "../scripts/sentence_attention.py"
 

@@ -162,6 +162,11 @@ def interventions_targets(wildcards):
             f"{out}/counterfactual/by_category.tsv",
             f"{out}/counterfactual/by_category.png",
             f"{out}/counterfactual/controls.tsv",
+            f"{out}/counterfactual/by_category_box.png",
+            f"{out}/counterfactual/similarity_by_category.tsv",
+            f"{out}/counterfactual/change_by_category.tsv",
+            f"{out}/counterfactual/top_changes.tsv",
+            f"{out}/counterfactual/dropdown_growth.tsv",
         ],
         "patching": [f"{out}/patching/patching.tsv", f"{out}/patching/patching.png"],
     }

@@ -71,8 +71,15 @@ def receivers_targets(wildcards):
         "receiver_heads.tsv",
         "reliability.tsv",
         "receiver_scores.tsv",
+        "blackbox/correlations.tsv",
+        "blackbox/correlations.md",
     ]
     figures = ["figure4.png", "figure4.pdf", "figure4_data.csv"]
+    figures += [
+        "whitebox_blackbox.png",
+        "whitebox_blackbox.pdf",
+        "whitebox_blackbox_data.csv",
+    ]
     figures += ["figure5.png", "figure5.pdf", "figure5_data.csv"]
     figures += ["figure5_ttests.tsv", "figure5_ttests.md"]
     return expand(

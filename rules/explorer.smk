@@ -26,5 +26,6 @@ rule explorer:
         models={name: model["rollouts"] for name, model in MODELS.items()},
         interventions_model=INTERVENTION_MODEL,
         curve_heads=config["receivers"]["curve_heads"],
+        code=code_digest("explorer.pages", "explorer.render"),
     script:
         "../scripts/explorer.py"

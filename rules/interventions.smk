@@ -241,6 +241,7 @@ rule intervention_counterfactual:
     input:
         shards=intervention_shards,
         records=rules.acquire_rollouts.output.records,
+        model=model_files,
         conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
     output:
         sentences=f"{RESULTS}/interventions/{{model}}/{{experiment}}/importance.tsv",
@@ -265,6 +266,35 @@ rule intervention_counterfactual:
             category="Interventions",
             subcategory="{model}",
         ),
+        box_png=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category_box.png",
+            caption="../report/interventions_counterfactual.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        box_pdf=f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category_box.pdf",
+        box_data=f"{RESULTS}/interventions/{{model}}/{{experiment}}/by_category_box_data.csv",
+        similarity=f"{RESULTS}/interventions/{{model}}/{{experiment}}/similarity_by_category.tsv",
+        changes=f"{RESULTS}/interventions/{{model}}/{{experiment}}/changes.tsv",
+        change_by_category=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/change_by_category.tsv",
+            caption="../report/interventions_counterfactual.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        top_changes=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/top_changes.tsv",
+            caption="../report/interventions_counterfactual.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        dropdown=f"{RESULTS}/interventions/{{model}}/{{experiment}}/dropdown.tsv",
+        dropdown_growth=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/dropdown_growth.tsv",
+            caption="../report/interventions_counterfactual.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
     log:
         f"{RESULTS}/logs/intervention_counterfactual/{{model}}/{{experiment}}.log",
     wildcard_constraints:
@@ -276,6 +306,7 @@ rule intervention_counterfactual:
         runtime=resource("intervention_tables", "runtime"),
     params:
         counterfactual=intervention_counterfactual_params,
+        model=lambda wildcards: model_spec(wildcards.model),
     script:
         "../scripts/intervention_counterfactual.py"
 

@@ -97,6 +97,54 @@ rule figure5:
         "../scripts/figure5.py"
 
 
+rule whitebox_blackbox:
+    input:
+        attention=model_attention_files,
+        sentences=model_sentence_files,
+        labels=model_label_files,
+        heads=f"{RESULTS}/receivers/{{model}}/receiver_heads.tsv",
+        records=rules.acquire_rollouts.output.records,
+    output:
+        sentences=f"{RESULTS}/receivers/{{model}}/blackbox/sentences.tsv",
+        per_trace=f"{RESULTS}/receivers/{{model}}/blackbox/per_trace.tsv",
+        correlations=report(
+            f"{RESULTS}/receivers/{{model}}/blackbox/correlations.tsv",
+            caption="../report/whitebox_blackbox.rst",
+            category="White-box vs black-box",
+            subcategory="{model}",
+        ),
+        markdown=report(
+            f"{RESULTS}/receivers/{{model}}/blackbox/correlations.md",
+            caption="../report/whitebox_blackbox.rst",
+            category="White-box vs black-box",
+            subcategory="{model}",
+        ),
+        png=report(
+            f"{RESULTS}/figures/{{model}}/whitebox_blackbox.png",
+            caption="../report/whitebox_blackbox.rst",
+            category="White-box vs black-box",
+            subcategory="{model}",
+        ),
+        pdf=f"{RESULTS}/figures/{{model}}/whitebox_blackbox.pdf",
+        data=f"{RESULTS}/figures/{{model}}/whitebox_blackbox_data.csv",
+    log:
+        f"{RESULTS}/logs/whitebox_blackbox/{{model}}.log",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=resource("receiver_stats", "mem_mb"),
+        runtime=resource("receiver_stats", "runtime"),
+    params:
+        rollouts=lambda wildcards: model_rollouts(wildcards.model),
+        top_k=RECEIVERS["top_k"],
+        n_bootstrap=RECEIVERS["n_bootstrap"],
+        seed=RECEIVERS["seed"],
+        figure_metric=RECEIVERS["blackbox"]["figure_metric"],
+        figure_score=RECEIVERS["blackbox"]["figure_score"],
+    script:
+        "../scripts/whitebox_blackbox.py"
+
+
 rule receivers_all:
     input:
         receivers_targets,

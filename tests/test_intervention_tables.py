@@ -54,13 +54,32 @@ def test_repetition_loop_matches_the_definition():
     assert not repetition_loop("aaa", 3, 8, 12)  # repeated, but shorter than min_chars
 
 
+SETTINGS = {
+    "min_repeats": 3,
+    "max_period": 8,
+    "min_chars": 12,
+    "sentence_repeats": 3,
+    "backtrack_repeats": 3,
+}
+
+
 def test_failure_fields_and_score_rows():
-    settings = {"min_repeats": 3, "max_period": 8, "min_chars": 12}
+    settings = SETTINGS
     assert failure_fields("7" * 16, False, None, settings) == {
         "repetition_loop": True,
+        "sentence_loop": False,
+        "backtracking_loop": False,
+        "arithmetic_statements": 0,
+        "arithmetic_unparsed": 0,
+        "arithmetic_wrong": 0,
+        "arithmetic_error_share": pytest.approx(math.nan, nan_ok=True),
         "unfinished": True,
         "no_box": True,
     }
+    looping = "Wait, is that right? " * 4 + "So 2 + 2 = 5."
+    fields = failure_fields(looping, True, "5", settings)
+    assert fields["sentence_loop"] and fields["backtracking_loop"]
+    assert fields["arithmetic_wrong"] == 1 and fields["arithmetic_error_share"] == 1.0
     rows = [{"text": "</think> \\boxed{7}", "gt_answer": "7", "stopped": True, "n_tokens": 9}]
     scored = score_rows(rows, "last", settings)[0]
     assert scored["correct"] and not scored["no_box"] and not scored["repetition_loop"]
@@ -103,6 +122,11 @@ def scored_frame(accuracy: dict[str, list[float]], samples: int = 4) -> pd.DataF
                         "n_tokens": 9 if correct else 16,
                         "level": f"Level {1 + problem % 2}",
                         "repetition_loop": not correct,
+                        "sentence_loop": not correct and sample == 0,
+                        "backtracking_loop": False,
+                        "arithmetic_statements": 2,
+                        "arithmetic_unparsed": 1 if correct else 0,
+                        "arithmetic_wrong": 0 if correct else 1,
                         "unfinished": False,
                         "no_box": False,
                     }
@@ -164,6 +188,17 @@ def test_failure_modes_pool_the_random_draws():
     assert table.loc["receivers", "mean_tokens"] == pytest.approx(
         9 * np.mean(ACCURACY["top1_zero"]) + 16 * (1 - np.mean(ACCURACY["top1_zero"]))
     )
+    # Arithmetic pooled over the family: correct rows 1 of 2 unparsed and none wrong, wrong
+    # rows both parsed and one wrong.
+    random = scored[scored["condition"].str.startswith("random")]
+    right = random["correct"].mean()
+    assert table.loc["random", "arithmetic_per_generation"] == 2.0
+    assert table.loc["random", "arithmetic_unparsed_share"] == pytest.approx(right / 2)
+    parsed = right * 1 + (1 - right) * 2
+    assert table.loc["random", "arithmetic_error_share"] == pytest.approx((1 - right) / parsed)
+    assert table.loc["random", "arithmetic_error_generation_rate"] == pytest.approx(1 - right)
+    sentence = (~random["correct"] & (random["item_id"].str.endswith("/0"))).mean()
+    assert table.loc["random", "sentence_loop_rate"] == pytest.approx(sentence)
 
 
 def test_strata_by_level_and_by_baseline_tiers():

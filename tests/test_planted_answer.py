@@ -21,6 +21,7 @@ from anchorflow.interventions.patching import ResidualPatch, patching_conditions
 from anchorflow.interventions.scoring import score_text
 from anchorflow.models.demo import build_demo_model
 from anchorflow.models.loading import encode_text, load_model
+from anchorflow.receivers.blackbox import sentence_table, spearman, top_sentence_agreement
 from anchorflow.receivers.heads import head_kurtosis, rank_heads, receiver_scores, vertical_scores
 from anchorflow.sentences import sentence_record, split_solution, token_spans
 
@@ -65,6 +66,39 @@ def receivers_analysis(model, tokenizer, records):
     return ranked, vertical
 
 
+def check_blackbox_answer(root: Path, records, vertical, receivers) -> None:
+    """The white-box / black-box validation finds the demo's planted answer: in every trace the
+    top receiver-score sentence is the anchor, the sentence whose black-box importances the
+    dataset plants highest."""
+    import pandas as pd
+
+    frames = []
+    for record in records:
+        folder = next(
+            root.glob(f"*/*/{record['correctness']}_base_solution/problem_{record['problem']}")
+        )
+        labels = json.loads((folder / "chunks_labeled.json").read_text())
+        scores, chunk_idx = vertical[record["trace"]]
+        score = receiver_scores(scores, np.array(receivers))
+        chunks = [record["chunks"][i] for i in chunk_idx]
+        categories = ["anchor" if "That leaves" in chunk else "other" for chunk in chunks]
+        frames.append(
+            sentence_table(
+                record["trace"],
+                chunk_idx,
+                categories,
+                {"score": score},
+                labels,
+                ["counterfactual_importance_kl"],
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    tops = frame.loc[frame.groupby("trace")["score"].idxmax(), "category"]
+    assert (tops == "anchor").all()
+    assert top_sentence_agreement(frame, "score", "counterfactual_importance_kl") == 1.0
+    assert spearman(frame["score"], frame["counterfactual_importance_kl"]) > 0
+
+
 @pytest.mark.parametrize(("layer", "head", "seed"), [(2, 1, 0), (1, 3, 5), (3, 0, 2)])
 def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, layer, head, seed):
     import pandas as pd
@@ -81,6 +115,7 @@ def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, la
     model, tokenizer = load_model(spec)
     receivers, vertical = receivers_analysis(model, tokenizer, records)
     assert receivers[0] == (layer, head)
+    check_blackbox_answer(tmp_path / "data", records, vertical, receivers)
 
     section = {
         "seed": 0,

@@ -195,6 +195,7 @@ def test_score_rows_reads_the_answer_cue_before_the_text():
         {"text": "The sum is 7.", "gt_answer": "7", "stopped": False},
     ]
     settings = {"min_repeats": 3, "max_period": 8, "min_chars": 12}
+    settings |= {"sentence_repeats": 3, "backtrack_repeats": 3}
     boxed, unboxed = score_rows(rows, "number", settings)
     assert boxed["answer"] == "120" and boxed["correct"] and boxed["boxed"]
     assert not boxed["no_box"] and boxed["answer_cue"] == "is \\boxed{"

@@ -58,6 +58,32 @@ def check_targets(results: Path, layer: int, head: int) -> None:
     assert set(strata["stratum_rule"]) == {"level"} and strata["stratum"].nunique() >= 2
     controls = tsv(results, "counterfactual/controls.tsv").set_index("kind")
     assert controls.loc["random", "n_conditions"] >= 10
+    check_blackbox_answer(results)
+    check_counterfactual_answer(results)
+
+
+def check_counterfactual_answer(results: Path) -> None:
+    """Counterfactual importance under ablation finds the planted answer: ablating the
+    receiver heads takes the most importance from the anchor sentence, which random draws
+    leave alone."""
+    top = tsv(results, "counterfactual/top_changes.tsv")
+    first = top[(top["kind"] == "receivers") & (top["direction"] == "decrease")].iloc[0]
+    records = [json.loads(line) for line in (results / "rollouts" / "records.jsonl").open()]
+    (record,) = [r for r in records if r["trace"] == first["trace"]]
+    assert record["chunks"][int(first["sentence"])].startswith("That leaves")
+    changes = tsv(results, "counterfactual/changes.tsv")
+    anchor = changes[(changes["sentence"] == first["sentence"]) & (changes["kind"] == "random")]
+    assert (anchor["change"].abs() < abs(first["change"]) / 2).all()
+
+
+def check_blackbox_answer(results: Path) -> None:
+    """The white-box / black-box validation finds the planted answer: in every trace the top
+    receiver-score sentence is the anchor, whose dataset importances are planted highest."""
+    table = pd.read_csv(results / "receivers" / MODEL / "blackbox" / "correlations.tsv", sep="\t")
+    pooled = table[(table["scope"] == "all") & (table["score"] == "receiver_score_depth_off")]
+    importances = pooled[pooled["metric"].str.contains("_importance_")].set_index("metric")
+    assert len(importances) == 6 and (importances["top_sentence_agreement"] == 1.0).all()
+    assert importances.loc["counterfactual_importance_kl", "rho"] > 0
 
 
 def test_demo_run_tables_are_complete(demo_baseline: WorkflowCopy) -> None:
@@ -91,8 +117,11 @@ def test_a_second_placement_meets_the_planted_targets(tmp_path: Path) -> None:
     demo.update(seed=5, planted_layer=1, planted_head=3)
     overlay = workflow.root / "placement.yaml"
     overlay.write_text(yaml.safe_dump({"models": config["models"]}))
+    blackbox = f"results/demo/receivers/{MODEL}/blackbox/correlations.tsv"
     run_snakemake(
-        workflow, "interventions_all", "--cores", "2", "--configfile", DEMO_CONFIG, str(overlay)
+        workflow,
+        *("interventions_all", blackbox, "--cores", "2", "--configfile", DEMO_CONFIG),
+        str(overlay),
     )
     check_targets(workflow.results, layer=1, head=3)
 

@@ -283,7 +283,9 @@ def trace_attention(
 ) -> dict[str, np.ndarray]:
     """The arrays of one trace's attention file.
 
-    ``vertical_scores`` float32 ``[layers, heads, n_sentences]``, ``token_spans`` int64
+    ``vertical_scores`` float32 ``[layers, heads, n_sentences]`` (``control_depth`` as given),
+    the same without and with depth control (``vertical_scores_depth_off``,
+    ``vertical_scores_depth_on``, for the white-box/black-box comparison), ``token_spans`` int64
     ``[n_sentences, 2]`` and, with ``save_matrices``, ``sentence_attention`` float16
     ``[layers, heads, n_sentences, n_sentences]``. ``n_tokens`` is the input length the spans
     were computed for; a different tokenisation of ``text`` is an error, not a silent shift.
@@ -296,10 +298,14 @@ def trace_attention(
         )
     spans = check_token_spans(token_spans, n_tokens)
     matrices = sentence_attention(model, input_ids, spans, query_block=query_block)
+    by_depth = {
+        depth: vertical_scores(matrices, proximity_ignore, depth).astype(np.float32)
+        for depth in (False, True)
+    }
     arrays = {
-        "vertical_scores": vertical_scores(matrices, proximity_ignore, control_depth).astype(
-            np.float32
-        ),
+        "vertical_scores": by_depth[control_depth],
+        "vertical_scores_depth_off": by_depth[False],
+        "vertical_scores_depth_on": by_depth[True],
         "token_spans": spans,
     }
     if save_matrices:

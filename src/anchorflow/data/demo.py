@@ -179,13 +179,20 @@ def _trace_text(pairs: list[tuple[str, str]], rng: random.Random) -> str:
     return text
 
 
-def _metric_values(category: str, rng: random.Random) -> dict[str, float]:
+def _metric_values(category: str, rng: random.Random, anchor: bool) -> dict[str, float]:
+    """Black-box values of one chunk. The anchor's importances (every ``*_importance_*``) are
+    planted above every other sentence's (1.2-1.36 against at most 1.0): the demo's known
+    black-box answer, which the white-box / black-box validation must find."""
     boost = 0.4 if category in ("plan_generation", "uncertainty_management") else 0.0
     accuracy = round(rng.uniform(0.2, 0.9), 3)
     values = {name: round(rng.uniform(-0.2, 0.6) + boost, 6) for name in METRICS}
     values["accuracy"] = accuracy
     values["different_trajectories_fraction"] = round(rng.uniform(0.0, 1.0), 6)
     values["overdeterminedness"] = round(rng.uniform(0.0, 1.0), 6)
+    if anchor:
+        for name in METRICS:
+            if "_importance_" in name:
+                values[name] = round(1.2 + abs(values[name]) / 5, 6)
     return values
 
 
@@ -242,6 +249,7 @@ def write_demo_dataset(root: str | Path, seed: int = 0) -> list[Path]:
                     folder / "chunks.json",
                     {"source_text": full_cot, "solution_text": reasoning, "chunks": chunks},
                 )
+            anchor = ANCHOR.format(word=NUMBER_WORDS[answer])
             labeled = []
             for index, (chunk, category) in enumerate(zip(chunks, categories, strict=True)):
                 if len(chunk) < DATASET_MIN_CHUNK_CHARS:
@@ -253,7 +261,7 @@ def write_demo_dataset(root: str | Path, seed: int = 0) -> list[Path]:
                         "chunk_idx": index,
                         "function_tags": [category],
                         "depends_on": [str(value) for value in depends],
-                        **_metric_values(category, rng),
+                        **_metric_values(category, rng, chunk.strip() == anchor),
                         "summary": category.replace("_", " "),
                     }
                 )

@@ -30,7 +30,23 @@ MEASURES = (
     ("counterfactual_importance_kl", "counterfactual importance (KL, dataset)"),
     ("resampling_importance_accuracy", "resampling importance (accuracy, dataset)"),
     ("ablation_importance_kl", "counterfactual importance under ablation (KL)"),
+    ("ablation_change_kl", "change of counterfactual importance under ablation (KL)"),
+    (
+        "ablation_importance_kl_model_embeddings",
+        "counterfactual importance under ablation (KL, model embeddings)",
+    ),
 )
+
+# The per-sentence columns of the counterfactual stage a page shows: measure key -> (file,
+# column); the receiver-ablation rows (kind receivers) of each file, keyed by chunk index.
+ABLATION_COLUMNS = {
+    "ablation_importance_kl": ("importance.tsv", "counterfactual_importance_kl"),
+    "ablation_change_kl": ("changes.tsv", "change"),
+    "ablation_importance_kl_model_embeddings": (
+        "importance.tsv",
+        "counterfactual_importance_kl_model_embeddings",
+    ),
+}
 
 
 CATEGORY_COLOURS = {
@@ -47,6 +63,16 @@ CATEGORY_COLOURS = {
 
 
 TOP_ANCHORS = 3
+
+FIGURES = ("figure4", "figure5", "figure6", "suppression_grid", "whitebox_blackbox")
+
+COUNTERFACTUAL_LINKS = (
+    "by_category_box.png",
+    "change_by_category.tsv",
+    "top_changes.tsv",
+    "dropdown_growth.tsv",
+    "similarity_by_category.tsv",
+)
 
 
 CURVE_HEADS = 5
@@ -171,8 +197,9 @@ def trace_page(
     ablation: Any,
     curve_heads: int = CURVE_HEADS,
 ) -> TracePage:
-    """The page of one trace from the run's files (``scores``, ``suppression``, ``ablation``:
-    the model's receiver-score, suppression-importance and ablation-importance tables, or None)."""
+    """The page of one trace from the run's files (``scores``, ``suppression``: the model's
+    receiver-score and suppression-importance tables, or None; ``ablation``: measure key ->
+    the receiver-ablation rows of the counterfactual tables, :data:`ABLATION_COLUMNS`)."""
     trace = record["trace"]
     sentences = read_json(results / "sentences" / rollouts / f"{trace}.json")
     chunk_idx = [int(chunk) for chunk in sentences["chunk_idx"]]
@@ -196,9 +223,10 @@ def trace_page(
         measures[metric] = by_chunk(
             {chunk: label.get(metric) for chunk, label in dataset.items()}, chunk_idx
         )
-    ablated = _trace_values(ablation, trace, "counterfactual_importance_kl")
-    if ablated is not None:
-        measures["ablation_importance_kl"] = by_chunk(ablated, chunk_idx)
+    for key, table in ablation.items():
+        ablated = _trace_values(table, trace, ABLATION_COLUMNS[key][1])
+        if ablated is not None:
+            measures[key] = by_chunk(ablated, chunk_idx)
     matrix_file = results / "suppression" / model / f"{trace}.npz"
     matrix = read_npz(matrix_file)[0]["log_kl"] if matrix_file.exists() else None
     attention_file = results / "attention" / model / f"{trace}.npz"
@@ -245,11 +273,13 @@ def explorer_pages(
         top = [(int(row["layer"]), int(row["head"])) for row in head_rows]
         scores = _table(results / "receivers" / model / "receiver_scores.tsv")
         suppression = _table(results / "suppression" / model / "importance.tsv")
-        ablation = None
+        ablation = {}
         if model == interventions_model:
-            table = _table(results / "interventions" / model / "counterfactual" / "importance.tsv")
-            if table is not None:
-                ablation = table[table["kind"] == "receivers"]
+            folder = results / "interventions" / model / "counterfactual"
+            for key, (name, column) in ABLATION_COLUMNS.items():
+                table = _table(folder / name)
+                if table is not None and column in table:
+                    ablation[key] = table[table["kind"] == "receivers"]
         for record in records:
             if record["rollouts"] == rollouts:
                 pages.append(
@@ -265,9 +295,20 @@ def explorer_pages(
                         curve_heads,
                     )  # fmt: skip
                 )
-        for name in ("figure4", "figure5", "figure6", "suppression_grid"):
+        for name in FIGURES:
             if (results / "figures" / model / f"{name}.png").exists():
                 links.append((f"{name} ({model})", f"../figures/{model}/{name}.png"))
-    for table in sorted((results / "interventions").glob("*/*/*.md")):
+        blackbox = results / "receivers" / model / "blackbox" / "correlations.md"
+        if blackbox.exists():
+            links.append(
+                (f"white-box vs black-box ({model})", "../" + str(blackbox.relative_to(results)))
+            )
+    tables = sorted((results / "interventions").glob("*/*/*.md"))
+    tables += [
+        path
+        for name in COUNTERFACTUAL_LINKS
+        for path in sorted((results / "interventions").glob(f"*/counterfactual/{name}"))
+    ]
+    for table in tables:
         links.append((table.stem.replace("_", " "), "../" + str(table.relative_to(results))))
     return pages, heads, links

@@ -97,8 +97,9 @@ def _accuracy(rows: Sequence[Mapping[str, Any]]) -> float:
 def sentence_importance(
     resamples: Mapping[int, Sequence[Mapping[str, Any]]], n_sentences: int, threshold: float
 ) -> pd.DataFrame:
-    """Per analysed sentence k: counts, ``different_trajectories_fraction``,
-    ``counterfactual_importance_kl`` and ``counterfactual_importance_accuracy``.
+    """Per analysed sentence k: counts, the mean and standard deviation of its resamples'
+    similarities, ``different_trajectories_fraction``, ``counterfactual_importance_kl`` and
+    ``counterfactual_importance_accuracy``.
 
     ``resamples[k]``: rows with ``answer`` (normalised, "" when none), ``correct`` and
     ``similarity`` (first resampled sentence vs sentence k). Only answered rows count (§7.1).
@@ -122,10 +123,13 @@ def sentence_importance(
             accuracy_change = _accuracy(dissimilar) - _accuracy(following)
         else:
             kl, accuracy_change = 0.0, 0.0
+        similarities = [row["similarity"] for row in resamples.get(k, [])]
         rows.append(
             {
                 "sentence": k,
                 "n_resamples": len(resamples.get(k, [])),
+                "similarity_mean": float(np.mean(similarities)) if similarities else math.nan,
+                "similarity_sd": float(np.std(similarities)) if similarities else math.nan,
                 "n_answered": len(answered),
                 "n_dissimilar": len(dissimilar),
                 "different_trajectories_fraction": len(dissimilar) / len(answered)
@@ -177,6 +181,23 @@ def load_embedder(name: str, device: str | None = None) -> Callable[[list[str]],
 
     def embed(texts: list[str]) -> np.ndarray:
         return np.asarray(model.encode(texts, batch_size=256, convert_to_numpy=True))
+
+    return embed
+
+
+def model_embedder(model: Any, tokenizer: Any) -> Callable[[list[str]], np.ndarray]:
+    """The intervened model's own sentence embedding ``texts -> [n, d]``: the mean of its input
+    embeddings over a text's tokens (no special tokens; a text with no token is the zero
+    vector, whose cosine similarity with anything is 0)."""
+    table = model.get_input_embeddings().weight.detach().to("cpu", torch.float64)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        vectors = np.zeros((len(texts), table.shape[1]))
+        for row, text in enumerate(texts):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if ids:
+                vectors[row] = table[ids].mean(dim=0).numpy()
+        return vectors
 
     return embed
 

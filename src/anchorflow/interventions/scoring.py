@@ -18,6 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from anchorflow.interventions.arithmetic import arithmetic_fields
+from anchorflow.interventions.loops import backtracking_loop, sentence_loop, sentences_of
+
 BOXED_COMMANDS = ("\\boxed", "\\fbox")
 THINK_START, THINK_END = "<think>", "</think>"
 
@@ -234,12 +237,18 @@ def repetition_loop(text: str, min_repeats: int, max_period: int, min_chars: int
 def failure_fields(
     text: str, stopped: bool, answer: str | None, settings: Mapping[str, int]
 ) -> dict:
-    """Per generation: ``repetition_loop``, ``unfinished`` (ran out of tokens without a stop
-    token) and ``no_box`` (no non-empty boxed answer)."""
+    """Per generation: ``repetition_loop`` (characters), ``sentence_loop`` and
+    ``backtracking_loop`` (:mod:`~anchorflow.interventions.loops`), the arithmetic statements
+    checked (:func:`~anchorflow.interventions.arithmetic.arithmetic_fields`), ``unfinished``
+    (ran out of tokens without a stop token) and ``no_box`` (no non-empty boxed answer)."""
+    sentences = sentences_of(text)
     return {
         "repetition_loop": repetition_loop(
             text, settings["min_repeats"], settings["max_period"], settings["min_chars"]
         ),
+        "sentence_loop": sentence_loop(sentences, settings["sentence_repeats"]),
+        "backtracking_loop": backtracking_loop(sentences, settings["backtrack_repeats"]),
+        **arithmetic_fields(text),
         "unfinished": not stopped,
         "no_box": answer is None,
     }

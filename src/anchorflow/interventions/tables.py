@@ -58,9 +58,15 @@ def failure_mode_table(
     scored: pd.DataFrame, conditions: Mapping[str, Mapping[str, Any]]
 ) -> pd.DataFrame:
     """Failure modes per condition family (random draws pooled): ``n_conditions``, ``n``,
-    ``accuracy``, ``repetition_loop_rate``, ``unfinished_rate``, ``no_box_rate``,
-    ``mean_tokens``."""
+    ``accuracy``, the rates of ``repetition_loop``, ``sentence_loop``, ``backtracking_loop``,
+    ``unfinished`` and ``no_box``, ``mean_tokens``, and the arithmetic: statements per
+    generation, the share of candidates that did not parse, the share of parsed statements
+    that are wrong (pooled over the family) and the rate of generations with a wrong one."""
     frame = _with_families(scored, conditions)
+    frame = frame.assign(
+        arithmetic_parsed=frame["arithmetic_statements"] - frame["arithmetic_unparsed"],
+        any_arithmetic_error=frame["arithmetic_wrong"] > 0,
+    )
     table = (
         frame.groupby(list(FAMILY_KEYS), sort=True)
         .agg(
@@ -68,13 +74,27 @@ def failure_mode_table(
             n=("accurate", "size"),
             accuracy=("accurate", "mean"),
             repetition_loop_rate=("repetition_loop", "mean"),
+            sentence_loop_rate=("sentence_loop", "mean"),
+            backtracking_loop_rate=("backtracking_loop", "mean"),
             unfinished_rate=("unfinished", "mean"),
             no_box_rate=("no_box", "mean"),
             mean_tokens=("n_tokens", "mean"),
+            arithmetic_per_generation=("arithmetic_statements", "mean"),
+            statements=("arithmetic_statements", "sum"),
+            unparsed=("arithmetic_unparsed", "sum"),
+            parsed=("arithmetic_parsed", "sum"),
+            wrong=("arithmetic_wrong", "sum"),
+            arithmetic_error_generation_rate=("any_arithmetic_error", "mean"),
         )
         .reset_index()
     )
-    return table.astype({"accuracy": float, "repetition_loop_rate": float})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["arithmetic_unparsed_share"] = table["unparsed"] / table["statements"]
+        table["arithmetic_error_share"] = table["wrong"] / table["parsed"]
+    rates = [column for column in table if column.endswith(("_rate", "_share"))]
+    return table.drop(columns=["statements", "unparsed", "parsed", "wrong"]).astype(
+        dict.fromkeys(["accuracy", *rates], float)
+    )
 
 
 def problem_strata(scored: pd.DataFrame, tiers: int) -> tuple[dict[Any, str], str]:

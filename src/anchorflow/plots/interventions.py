@@ -170,3 +170,38 @@ def counterfactual_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
         axis.legend(frameon=False, fontsize=8)
         figure.tight_layout()
     return figure, data
+
+
+def counterfactual_boxplot(per_sentence: pd.DataFrame, metric: str) -> tuple[Figure, pd.DataFrame]:
+    """Box plots of each sentence's ``metric`` per category, one box per condition kind
+    (baseline, receivers, random draws pooled), the sentences as points. Returns the figure and
+    its tidy data (``kind, trace, sentence, category, value``)."""
+    import seaborn as sns
+
+    data = per_sentence[["kind", "trace", "sentence", "category", metric]].rename(
+        columns={metric: "value"}
+    )
+    categories = sorted(data["category"].unique())
+    kinds = [k for k in ("baseline", "receivers", "random") if k in set(data["kind"])]
+    with figure_style():
+        figure, axis = plt.subplots(figsize=(max(6.0, 1.4 * len(categories)), 4.0))
+        style = {"x": "category", "y": "value", "hue": "kind", "order": categories}
+        sns.boxplot(data=data, hue_order=kinds, fliersize=0, ax=axis, **style)
+        sns.stripplot(
+            data=data,
+            hue_order=kinds,
+            dodge=True,
+            size=2,
+            color="0.25",
+            legend=False,
+            ax=axis,
+            **style,
+        )
+        axis.set_xticks(
+            range(len(categories)), [c.replace("_", "\n") for c in categories], fontsize=8
+        )
+        axis.set_xlabel("")
+        axis.set_ylabel("counterfactual importance (KL, nats)")
+        axis.legend(frameon=False, fontsize=8, title=None)
+        figure.tight_layout()
+    return figure, data.reset_index(drop=True)
