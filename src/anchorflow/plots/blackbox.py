@@ -24,7 +24,7 @@ def blackbox_figure(
     usable["metric_rank"] = grouped[metric].rank(pct=True)
     data = per_trace[per_trace["score"] == score].reset_index(drop=True)
     with figure_style():
-        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=(1, 1.4))
+        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), width_ratios=(1, 1.4))
         sns.scatterplot(
             data=usable,
             x="score_rank",
@@ -37,10 +37,19 @@ def blackbox_figure(
         )
         left.set_xlabel(f"{score} (rank within trace)")
         left.set_ylabel(f"{metric} (rank within trace)")
-        left.legend(fontsize=6, frameon=False, markerscale=0.8, loc="upper left")
+        left.legend(
+            fontsize=6,
+            frameon=False,
+            markerscale=0.8,
+            ncol=3,
+            loc="lower left",
+            bbox_to_anchor=(0, 1),
+        )
         order = sorted(data["metric"].unique())
         sns.boxplot(data=data, x="rho", y="metric", order=order, color="0.9", fliersize=0, ax=right)
-        sns.stripplot(data=data, x="rho", y="metric", order=order, size=3, color="C0", ax=right)
+        sns.stripplot(
+            data=data, x="rho", y="metric", order=order, size=3, color="C0", jitter=False, ax=right
+        )
         right.axvline(0, color="0.5", lw=0.8)
         right.set_xlabel(f"Spearman rho of {score} within a trace")
         right.set_ylabel("")

@@ -191,6 +191,7 @@ def counterfactual_boxplot(per_sentence: pd.DataFrame, metric: str) -> tuple[Fig
             data=data,
             hue_order=kinds,
             dodge=True,
+            jitter=False,  # seaborn's jitter is unseeded: the figure bytes would vary
             size=2,
             color="0.25",
             legend=False,
