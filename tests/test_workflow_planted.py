@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import DEMO_CONFIG, WorkflowCopy, copy_workflow, run_snakemake
 
+from anchorflow.explorer.pages import explorer_pages
 from anchorflow.interventions.checks import check_run, merged_config
 
 pytestmark = pytest.mark.slow
@@ -74,6 +75,14 @@ def check_counterfactual_answer(results: Path) -> None:
     changes = tsv(results, "counterfactual/changes.tsv")
     anchor = changes[(changes["sentence"] == first["sentence"]) & (changes["kind"] == "random")]
     assert (anchor["change"].abs() < abs(first["change"]) / 2).all()
+    # The explorer shows the change and the model-embedding importance, and links the tables.
+    pages, _, links = explorer_pages(results, {MODEL: record["rollouts"]}, MODEL)
+    (page,) = [p for p in pages if p.trace == first["trace"]]
+    position = page.chunk_idx.index(int(first["sentence"]))
+    assert page.measures["ablation_change_kl"][position] == pytest.approx(first["change"], abs=1e-3)
+    assert "ablation_importance_kl_model_embeddings" in page.measures
+    targets = {href.rsplit("/", 1)[-1] for _, href in links}
+    assert {"top_changes.tsv", "dropdown_growth.tsv", "correlations.md"} <= targets
 
 
 def check_blackbox_answer(results: Path) -> None:
