@@ -40,13 +40,17 @@ def code_digest(*modules: str) -> str:
     and enter its between-workflow cache key (Snakemake itself only tracks the rule's script).
     """
     import hashlib
-    import importlib
+    import importlib.util
 
     digest = hashlib.sha256()
     for name in sorted(modules):
-        module = importlib.import_module(f"anchorflow.{name}")
+        # The source file is found without importing the module (torch, for the attention
+        # stage, would cost every Snakefile parse seconds).
+        spec = importlib.util.find_spec(f"anchorflow.{name}")
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"no module anchorflow.{name}")
         digest.update(name.encode())
-        digest.update(Path(module.__file__).read_bytes())
+        digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()[:16]
 
 
