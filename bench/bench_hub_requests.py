@@ -78,6 +78,15 @@ def main() -> None:
     for label, count, listings, received, outcome in rows:
         per_trace = count / len(requests)
         print(f"| {label} | {count} | {per_trace:.1f} | {listings} | {received:,} | {outcome} |")
+    outcomes = {label: outcome for label, *_, outcome in rows}
+    expected = outcomes["fsspec, empty cache"]
+    disagree = [
+        label
+        for label, outcome in outcomes.items()
+        if label != "fsspec, offline" and outcome != expected
+    ]
+    if disagree:
+        raise SystemExit(f"the paths disagree with the former one ({expected}): {disagree}")
 
 
 if __name__ == "__main__":

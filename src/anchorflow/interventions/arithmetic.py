@@ -199,7 +199,7 @@ def _balanced_sides(sides: list[str]) -> list[str]:
         while last.endswith(")") and last.count(")") > last.count("("):
             last = last[:-1].rstrip()
         sides = [*sides[:-1], last]
-    return [side for side in sides] if all(side.strip() for side in sides) else []
+    return sides if all(side.strip() for side in sides) else []
 
 
 def normalise(text: str) -> str:
