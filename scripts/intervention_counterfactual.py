@@ -8,6 +8,7 @@ from anchorflow.interventions.counterfactual import (
     importance_table,
     load_embedder,
     model_embedder,
+    similarity_suffixes,
 )
 from anchorflow.interventions.counterfactual_tables import (
     change_by_category,
@@ -37,34 +38,22 @@ rows = []
 for path in snakemake.input.shards:
     rows += read_json(path)["rows"]
 device = str(pick_device())
-embedders = {}  # column suffix -> (embedder, threshold); the first is the primary similarity
+similarities = {}  # name -> (embedder, threshold); the first is the primary similarity
 if params["similarity"] in ("sentence_model", "both"):
-    embedders[""] = (
+    similarities["sentence_model"] = (
         load_embedder(params["embedding_model"], device),
         params["similarity_threshold"],
     )
 if params["similarity"] in ("model_embeddings", "both"):
     model, tokenizer = load_model(snakemake.params.model, device=device)
-    suffix = "_model_embeddings" if embedders else ""
-    embedders[suffix] = (model_embedder(model, tokenizer), params["model_similarity_threshold"])
-per_sentence = None
-for suffix, (embed, threshold) in embedders.items():
-    table = importance_table(
-        rows, records, embed, threshold, params["max_sentences"], params["extractor"]
+    similarities["model_embeddings"] = (
+        model_embedder(model, tokenizer),
+        params["model_similarity_threshold"],
     )
-    table.insert(1, "kind", [conditions[c]["kind"] for c in table["condition"]])
-    if per_sentence is None:
-        per_sentence = table
-    else:
-        values = [
-            c
-            for c in table.columns
-            if c not in ("condition", "kind", "trace", "sentence", "category")
-        ]
-        renamed = table.rename(columns={c: f"{c}{suffix}" for c in values})
-        per_sentence = per_sentence.merge(
-            renamed, on=["condition", "kind", "trace", "sentence", "category"]
-        )
+per_sentence = importance_table(
+    rows, records, similarities, params["max_sentences"], params["extractor"]
+)
+per_sentence.insert(1, "kind", [conditions[c]["kind"] for c in per_sentence["condition"]])
 metric = "counterfactual_importance_kl"
 log.info("%d sentence rows, similarities: %s", len(per_sentence), params["similarity"])
 write_tsv(output.sentences, per_sentence)
@@ -79,7 +68,8 @@ figure, data = counterfactual_boxplot(per_sentence, metric)
 save_figure(figure, output.box_png, output.box_pdf)
 write_csv(output.box_data, data)
 write_tsv(output.controls, counterfactual_controls(per_sentence))
-write_tsv(output.similarity, similarity_by_category(per_sentence, list(embedders)))
+suffixes = similarity_suffixes(list(similarities))
+write_tsv(output.similarity, similarity_by_category(per_sentence, suffixes))
 changes = importance_changes(per_sentence, metric)
 write_tsv(output.changes, changes)
 write_tsv(output.change_by_category, change_by_category(changes))

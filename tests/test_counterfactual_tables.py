@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anchorflow.interventions.counterfactual import model_embedder
+from anchorflow.interventions.counterfactual import model_embedder, similarity_suffixes
 from anchorflow.interventions.counterfactual_tables import (
     change_by_category,
     dropdown_growth,
@@ -111,7 +111,9 @@ def test_similarity_summaries_by_category():
     per_sentence["counterfactual_importance_kl_model_embeddings"] = 1.0
     per_sentence["similarity_mean_model_embeddings"] = 0.9
     per_sentence["similarity_sd_model_embeddings"] = 0.0
-    table = similarity_by_category(per_sentence, ["", "_model_embeddings"])
+    table = similarity_by_category(
+        per_sentence, similarity_suffixes(["sentence_model", "model_embeddings"])
+    )
     assert set(table["similarity"]) == {"sentence_model", "model_embeddings"}
     row = table[
         (table["similarity"] == "sentence_model")
@@ -131,3 +133,27 @@ def test_model_embeddings_are_the_mean_input_embedding_of_the_tokens():
     table = model.get_input_embeddings().weight.detach().double()
     assert np.allclose(vectors[0], table[[4, 5, 6]].mean(0).numpy())
     assert np.allclose(vectors[1], table[4].numpy()) and not vectors[2].any()
+
+
+def test_importance_table_reads_every_similarity_in_one_pass():
+    """Two similarities side by side: the first's columns unsuffixed, the second's suffixed;
+    a similarity run alone is named for itself (not for the sentence model)."""
+    from anchorflow.interventions.counterfactual import importance_table
+
+    records = {"1_correct": {"chunks": ["First step here.", "Second step here."], "labels": []}}
+    rows = [
+        {"condition": "baseline", "trace": "1_correct", "prefix": k, "gt_answer": "4"}
+        | {"text": f"Some other start. So \\boxed{{{answer}}}"}
+        for k in (0, 1, 2)
+        for answer in (3, 4)
+    ]
+    same = (lambda texts: np.ones((len(texts), 2)), 0.8)  # every pair similar (cosine 1)
+    apart = (lambda texts: np.eye(len(texts), 64)[: len(texts)], 0.8)  # every pair dissimilar
+    both = importance_table(
+        rows, records, {"sentence_model": same, "model_embeddings": apart}, None, "last"
+    )
+    assert (both["n_dissimilar"] == 0).all() and (both["n_dissimilar_model_embeddings"] == 2).all()
+    assert both["similarity_mean"].tolist() == pytest.approx([1.0, 1.0])
+    alone = importance_table(rows, records, {"model_embeddings": apart}, None, "last")
+    assert (alone["n_dissimilar"] == 2).all()
+    assert similarity_suffixes(["model_embeddings"]) == {"model_embeddings": ""}

@@ -218,18 +218,26 @@ def first_sentence(text: str) -> str:
     return sentences[0] if sentences else ""
 
 
+def similarity_suffixes(names: Sequence[str]) -> dict[str, str]:
+    """The column suffix of each similarity's importance columns: none for the first (the
+    primary), ``_{name}`` for every other."""
+    return {name: "" if index == 0 else f"_{name}" for index, name in enumerate(names)}
+
+
 def importance_table(
     rows: Sequence[Mapping[str, Any]],
     records: Mapping[str, Mapping[str, Any]],
-    embed: Callable[[list[str]], np.ndarray],
-    threshold: float,
+    similarities: Mapping[str, tuple[Callable[[list[str]], np.ndarray], float]],
     max_sentences: int | None,
     extractor: str,
 ) -> pd.DataFrame:
-    """Per (condition, trace, sentence): category and the :func:`sentence_importance` columns.
+    """Per (condition, trace, sentence): category and the :func:`sentence_importance` columns
+    of each similarity (``similarities``: name -> (embedder, threshold), in order; the columns
+    of all but the first carry the suffix of :func:`similarity_suffixes`).
 
     ``rows``: generation rows with ``condition``, ``trace``, ``prefix``, ``text`` and
-    ``gt_answer``; ``records``: trace records by trace id (for chunks and labels).
+    ``gt_answer``; ``records``: trace records by trace id (for chunks and labels). Each row's
+    first sentence and answer are read once, whatever the number of similarities.
     """
     starts = [first_sentence(row["text"]) for row in rows]
     originals = [
@@ -238,28 +246,36 @@ def importance_table(
         else ""
         for row in rows
     ]
+    answers = [extract_answer(row.get("answer_cue", "") + row["text"], extractor) for row in rows]
+    scored = [
+        {"answer": normalised_answer(answer), "correct": answers_match(answer, row["gt_answer"])[0]}
+        for row, answer in zip(rows, answers, strict=True)
+    ]
     texts = sorted(set(starts) | set(originals))
-    vectors = dict(zip(texts, embed(texts), strict=True))
-    tables = []
-    keyed: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
-    for row, start, original in zip(rows, starts, originals, strict=True):
-        answer = extract_answer(row.get("answer_cue", "") + row["text"], extractor)
-        similarity = float(cosine_similarities(vectors[original][None], vectors[start][None])[0])
-        keyed.setdefault((row["condition"], row["trace"]), {}).setdefault(
-            int(row["prefix"]), []
-        ).append(
-            {
-                "answer": normalised_answer(answer),
-                "correct": answers_match(answer, row["gt_answer"])[0],
-                "similarity": similarity,
-            }
-        )
-    for (condition, trace), resamples in sorted(keyed.items()):
-        record = records[trace]
-        n_sentences = analysed_sentences(len(record["chunks"]), max_sentences)
-        table = sentence_importance(resamples, n_sentences, threshold)
-        table.insert(0, "trace", trace)
-        table.insert(0, "condition", condition)
-        table.insert(3, "category", [sentence_category(record, k) for k in table["sentence"]])
-        tables.append(table)
-    return pd.concat(tables, ignore_index=True)
+    keys = ["condition", "trace", "sentence", "category"]
+    merged = None
+    for name, suffix in similarity_suffixes(list(similarities)).items():
+        embed, threshold = similarities[name]
+        vectors = dict(zip(texts, embed(texts), strict=True))
+        keyed: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
+        for row, start, original, fields in zip(rows, starts, originals, scored, strict=True):
+            similarity = cosine_similarities(vectors[original][None], vectors[start][None])[0]
+            keyed.setdefault((row["condition"], row["trace"]), {}).setdefault(
+                int(row["prefix"]), []
+            ).append({**fields, "similarity": float(similarity)})
+        tables = []
+        for (condition, trace), resamples in sorted(keyed.items()):
+            record = records[trace]
+            n_sentences = analysed_sentences(len(record["chunks"]), max_sentences)
+            table = sentence_importance(resamples, n_sentences, threshold)
+            table.insert(0, "trace", trace)
+            table.insert(0, "condition", condition)
+            table.insert(3, "category", [sentence_category(record, k) for k in table["sentence"]])
+            tables.append(table)
+        table = pd.concat(tables, ignore_index=True)
+        if merged is None:
+            merged = table
+        else:
+            values = {c: f"{c}{suffix}" for c in table.columns if c not in keys}
+            merged = merged.merge(table.rename(columns=values), on=keys)
+    return merged

@@ -10,7 +10,7 @@ Every function takes the per-sentence frame of the counterfactual rule (``import
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,19 +19,18 @@ from scipy import stats
 KEYS = ["trace", "sentence"]
 
 
-def similarity_by_category(per_sentence: pd.DataFrame, similarities: Sequence[str]) -> pd.DataFrame:
+def similarity_by_category(per_sentence: pd.DataFrame, suffixes: Mapping[str, str]) -> pd.DataFrame:
     """Per (similarity, kind, category): sentences, the mean and standard error of the
     importance, and the distribution of the per-sentence similarities (mean of their means,
-    mean of their standard deviations). ``similarities`` names the column suffixes: "" for the
-    sentence model, ``_model_embeddings`` for the model's own embeddings."""
+    mean of their standard deviations). ``suffixes``: similarity name -> the suffix of its
+    columns (:func:`~anchorflow.interventions.counterfactual.similarity_suffixes`)."""
     rows = []
-    names = {"": "sentence_model", "_model_embeddings": "model_embeddings"}
-    for suffix in similarities:
+    for name, suffix in suffixes.items():
         importance = f"counterfactual_importance_kl{suffix}"
         for (kind, category), group in per_sentence.groupby(["kind", "category"], sort=True):
             rows.append(
                 {
-                    "similarity": names[suffix],
+                    "similarity": name,
                     "kind": kind,
                     "category": category,
                     "n_sentences": len(group),
