@@ -14,10 +14,11 @@ log.info(
     "requested %d traces: %d usable, %d excluded", len(requests), len(records), len(exclusions)
 )
 # Written before the check can stop the job: Snakemake removes a failed job's outputs, not its logs.
-write_tsv(snakemake.log.excluded, exclusion_table(exclusions))
+excluded = exclusion_table(exclusions)
+write_tsv(snakemake.log.excluded, excluded)
 check_usable(records, exclusions, params.strict, listing=snakemake.log.excluded)
 
-write_tsv(snakemake.output.excluded, exclusion_table(exclusions))
+write_tsv(snakemake.output.excluded, excluded)
 write_tsv(
     snakemake.output.manifest,
     pd.DataFrame([(r["rollouts"], r["trace"]) for r in records], columns=["rollouts", "trace"]),

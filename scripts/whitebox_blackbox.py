@@ -53,7 +53,7 @@ for attention, sentences, labels in zip(
 table = pd.concat(frames, ignore_index=True)
 per_trace = per_trace_table(table, list(SCORE_COLUMNS), metrics)
 correlations = correlation_table(
-    table, list(SCORE_COLUMNS), metrics, params.n_bootstrap, params.seed
+    table, list(SCORE_COLUMNS), metrics, params.n_bootstrap, params.seed, per_trace
 )
 log.info("%d sentences, %d traces, metrics: %s", len(table), len(records), ", ".join(metrics))
 write_tsv(snakemake.output.sentences, table)

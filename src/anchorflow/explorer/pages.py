@@ -276,8 +276,10 @@ def explorer_pages(
         ablation = {}
         if model == interventions_model:
             folder = results / "interventions" / model / "counterfactual"
+            files = {name for name, _ in ABLATION_COLUMNS.values()}
+            tables = {name: _table(folder / name) for name in sorted(files)}  # each read once
             for key, (name, column) in ABLATION_COLUMNS.items():
-                table = _table(folder / name)
+                table = tables[name]
                 if table is not None and column in table:
                     ablation[key] = table[table["kind"] == "receivers"]
         for record in records:

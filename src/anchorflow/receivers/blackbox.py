@@ -140,11 +140,14 @@ def correlation_table(
     metrics: Sequence[str],
     n_bootstrap: int,
     seed: int,
+    per_trace: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Pooled rho with its trace-bootstrap interval, over all sentences (``scope`` all) and
     within each category (``scope`` category), with the per-trace rho's median and share above
-    0 and the top-sentence agreement: one row per (score, metric, scope, group)."""
-    per_trace = per_trace_table(frame, scores, metrics)
+    0 and the top-sentence agreement: one row per (score, metric, scope, group).
+    ``per_trace``: the :func:`per_trace_table` of the same frame, when the caller has it."""
+    if per_trace is None:
+        per_trace = per_trace_table(frame, scores, metrics)
     parts = [("all", "all", frame)] + [
         ("category", str(category), part) for category, part in frame.groupby("category", sort=True)
     ]
