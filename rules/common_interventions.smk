@@ -1,3 +1,7 @@
+from anchorflow.interventions.attention_conditions import (
+    ATTENTION_EXPERIMENTS,
+    SENTENCE_EXPERIMENTS,
+)
 from anchorflow.interventions.conditions import (
     EXPERIMENTS,
     condition_groups,
@@ -8,7 +12,9 @@ INTERVENTIONS = config["interventions"]
 INTERVENTION_MODEL = INTERVENTIONS["model"] or config["models"][0]["name"]
 INTERVENTION_CONDITIONS = condition_names(INTERVENTIONS)
 # Accuracy experiments: scored per generation and compared with their random controls.
-ACCURACY_EXPERIMENTS = ("amplification", "ablation", "patching")
+ACCURACY_EXPERIMENTS = ("amplification", "ablation", "patching", *ATTENTION_EXPERIMENTS)
+# Experiments on the problems of problems.json (the others prompt with the acquired traces).
+PROBLEM_EXPERIMENTS = ("amplification", "ablation", "dynamic_amplification")
 
 
 wildcard_constraints:
@@ -46,8 +52,8 @@ def problem_selection_gpu(wildcards):
 
 
 def intervention_problems_input(wildcards):
-    """The chosen problems, for the experiments that sample them (not patching, counterfactual)."""
-    if wildcards.experiment in ("amplification", "ablation"):
+    """The chosen problems, for the experiments that sample them (not the trace experiments)."""
+    if wildcards.experiment in PROBLEM_EXPERIMENTS:
         return {
             "problems": f"{RESULTS}/interventions/{wildcards.model}/problems/problems.json"
         }
@@ -128,11 +134,17 @@ def patching_inputs(wildcards):
     }
 
 
-# The patching experiment picks its sentences from the receivers stage's scores.
+def chooses_sentences(wildcards):
+    """Whether an enabled experiment picks anchor and control sentences."""
+    return any(
+        INTERVENTIONS[experiment]["enabled"]
+        for experiment in ("patching", *SENTENCE_EXPERIMENTS)
+    )
+
+
+# The sentence experiments pick their sentences from the receivers stage's scores.
 intervention_patching_inputs = branch(
-    lookup(dpath="patching/enabled", within=INTERVENTIONS),
-    then=patching_inputs,
-    otherwise={},
+    chooses_sentences, then=patching_inputs, otherwise={}
 )
 
 
@@ -170,12 +182,17 @@ def interventions_targets(wildcards):
         ],
         "patching": [f"{out}/patching/patching.tsv", f"{out}/patching/patching.png"],
     }
+    for experiment in ATTENTION_EXPERIMENTS:
+        targets[experiment] = [
+            f"{out}/{experiment}/{experiment}.tsv",
+            f"{out}/{experiment}/{experiment}.png",
+        ]
     uses_means = any(
         INTERVENTIONS[experiment].get("op") == "mean"
         for experiment in INTERVENTION_CONDITIONS
     )
     paths = [f"{out}/head_means.npz"] if uses_means else []
-    if {"amplification", "ablation"} & set(INTERVENTION_CONDITIONS):
+    if set(PROBLEM_EXPERIMENTS) & set(INTERVENTION_CONDITIONS):
         paths.append(f"{out}/problems/selection.tsv")
     for experiment in INTERVENTION_CONDITIONS:
         paths += targets[experiment]

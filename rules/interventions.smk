@@ -311,6 +311,41 @@ rule intervention_counterfactual:
         "../scripts/intervention_counterfactual.py"
 
 
+rule intervention_attention:
+    input:
+        scored=f"{RESULTS}/interventions/{{model}}/{{experiment}}/scored.jsonl",
+        conditions=f"{RESULTS}/interventions/{{model}}/conditions.json",
+    output:
+        table=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/{{experiment}}.tsv",
+            caption="../report/interventions_attention.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        draws=f"{RESULTS}/interventions/{{model}}/{{experiment}}/{{experiment}}_draws.tsv",
+        details=f"{RESULTS}/interventions/{{model}}/{{experiment}}/acted_on.tsv",
+        markdown=f"{RESULTS}/interventions/{{model}}/{{experiment}}/{{experiment}}.md",
+        png=report(
+            f"{RESULTS}/interventions/{{model}}/{{experiment}}/{{experiment}}.png",
+            caption="../report/interventions_attention.rst",
+            category="Interventions",
+            subcategory="{model}",
+        ),
+        pdf=f"{RESULTS}/interventions/{{model}}/{{experiment}}/{{experiment}}.pdf",
+        data=f"{RESULTS}/interventions/{{model}}/{{experiment}}/{{experiment}}_data.csv",
+    log:
+        f"{RESULTS}/logs/intervention_attention/{{model}}/{{experiment}}.log",
+    wildcard_constraints:
+        experiment="|".join(ATTENTION_EXPERIMENTS),
+    conda:
+        "../envs/interventions.yaml"
+    resources:
+        mem_mb=resource("intervention_tables", "mem_mb"),
+        runtime=resource("intervention_tables", "runtime"),
+    script:
+        "../scripts/intervention_attention.py"
+
+
 rule interventions_all:
     input:
         interventions_targets,

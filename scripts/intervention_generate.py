@@ -4,6 +4,7 @@ import torch
 
 from anchorflow.data.rollouts import read_records
 from anchorflow.gpu_slots import assign_gpus
+from anchorflow.interventions.attention_ops import AttentionOp
 from anchorflow.interventions.conditions import condition_groups
 from anchorflow.interventions.decode import (
     SamplingSettings,
@@ -14,6 +15,7 @@ from anchorflow.interventions.decode import (
 from anchorflow.interventions.experiments import experiment_items
 from anchorflow.interventions.heads import specs_from_json
 from anchorflow.interventions.patching import ResidualPatch
+from anchorflow.interventions.triggers import Trigger
 from anchorflow.io import read_json, read_npz, write_json
 from anchorflow.models.loading import load_model, model_metadata
 from anchorflow.workflow import log_to
@@ -51,16 +53,29 @@ for condition in group:
     )
     items = shard(items, int(wildcards.shard), n_shards)
     interventions = specs_from_json(spec.get("interventions", []))
+    attention = AttentionOp.from_dict(spec["attention"]) if "attention" in spec else None
+    trigger = Trigger.from_dict(spec["trigger"]) if "trigger" in spec else None
     log.info(
-        "%s/%s shard %s: %d items, %d head interventions",
+        "%s/%s shard %s: %d items, %d head interventions, attention %s, trigger %s",
         experiment,
         condition,
         wildcards.shard,
         len(items),
         len(interventions),
+        attention,
+        trigger,
     )
     generated = generate(
-        model, tokenizer, items, settings, interventions, head_means, add_special_tokens, patch
+        model,
+        tokenizer,
+        items,
+        settings,
+        interventions,
+        head_means,
+        add_special_tokens,
+        patch,
+        attention=attention,
+        trigger=trigger,
     )
     rows += [{**row, "condition": condition} for row in generated]
     examples.setdefault("prompt_example", items[0].prompt if items else None)

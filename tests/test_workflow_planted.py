@@ -61,6 +61,44 @@ def check_targets(results: Path, layer: int, head: int) -> None:
     assert controls.loc["random", "n_conditions"] >= 10
     check_blackbox_answer(results)
     check_counterfactual_answer(results)
+    check_attention_answer(results, baseline)
+
+
+def attention_rows(results: Path, experiment: str, control: str) -> pd.DataFrame:
+    table = tsv(results, f"{experiment}/{experiment}.tsv")
+    assert table.iloc[0]["condition"] == "baseline" and table.iloc[0]["n"] >= 40
+    rows = table[table["control"] == control].set_index("condition")
+    assert (rows["n"] >= 40).all() and (rows["n_draws"] >= 10).all()
+    return rows
+
+
+def check_attention_answer(results: Path, baseline: float) -> None:
+    """The attention interventions find the planted answer (issue #27's targets): the planted
+    head's attention to the anchor suppressed, its pattern made uniform or the anchor rerouted
+    break the answer; the same suppression of a control sentence and the hub on the anchor keep
+    it; random heads under each op stay near the baseline; x5 switched on by the trigger keeps
+    the answer that static x5 breaks."""
+    heads = attention_rows(results, "anchor_attention", "random heads")
+    sentences = attention_rows(results, "anchor_attention", "control sentences")
+    assert heads.loc["top1_anchor_x0", "accuracy"] <= 0.2
+    assert sentences.loc["top1_anchor_x0", "control_mean"] >= 0.8
+    patterns = attention_rows(results, "attention_patterns", "random heads")
+    assert patterns.loc["top1_uniform", "accuracy"] <= 0.2
+    assert patterns.loc["top1_hub", "accuracy"] >= 0.8
+    reroute = attention_rows(results, "reroute", "random heads")
+    assert reroute.loc["top1_reroute", "accuracy"] <= 0.2
+    for table in (heads, patterns, reroute):
+        assert (table["control_mean"] - baseline).abs().max() <= 0.1
+    dynamic = attention_rows(results, "dynamic_amplification", "random heads")
+    assert dynamic.loc["top1_static_x5", "accuracy"] <= 0.2
+    assert dynamic.loc["top1_dynamic_x5", "accuracy"] >= 0.8
+    assert dynamic.loc["top1_dynamic_x5", "mean_gated_steps"] > 0
+    acted = tsv(results, "anchor_attention/acted_on.tsv")
+    records = {
+        r["trace"]: r for r in map(json.loads, (results / "rollouts" / "records.jsonl").open())
+    }
+    for row in acted[acted["condition"] == "anchor"].itertuples():
+        assert records[row.trace]["chunks"][int(row.chunk_idx)].startswith("That leaves")
 
 
 def check_counterfactual_answer(results: Path) -> None:

@@ -19,12 +19,12 @@ import yaml
 
 from anchorflow.config import validate_config
 from anchorflow.data.rollouts import read_records
+from anchorflow.interventions.attention_conditions import SENTENCE_EXPERIMENTS
 from anchorflow.interventions.counterfactual import analysed_sentences
 from anchorflow.interventions.experiments import patching_problems, samples_per_problem
 from anchorflow.io import read_json, read_tsv
 
 SCHEMA = Path("schemas/config.schema.yaml")
-TABLES = {"amplification": "amplification.tsv", "ablation": "ablation.tsv"}
 
 
 def merged_config(paths: Sequence[str | Path], root: Path = Path(".")) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def check_accuracy_experiment(
         failures.append(
             f"{experiment}: failure modes cover {modes['n'].sum()} of {total} generations"
         )
-    table_name = TABLES.get(experiment, "patching.tsv")
+    table_name = f"{experiment}.tsv"
     table = read_tsv(folder / experiment / table_name)
     targeted = table[table["condition"] != "baseline"]
     if targeted.empty:
@@ -126,7 +126,8 @@ def check_run(config: Mapping[str, Any], root: Path = Path(".")) -> list[str]:
     folder = run / "interventions" / model
     resolved = read_json(folder / "conditions.json")["conditions"]
     failures = []
-    accuracy_experiments = [e for e in ("amplification", "ablation") if section[e]["enabled"]]
+    problem_experiments = ("amplification", "ablation", "dynamic_amplification")
+    accuracy_experiments = [e for e in problem_experiments if section[e]["enabled"]]
     n_problems = 0
     if accuracy_experiments:
         failures += check_selection(folder, section["problems"])
@@ -136,11 +137,12 @@ def check_run(config: Mapping[str, Any], root: Path = Path(".")) -> list[str]:
             folder, experiment, section[experiment], resolved[experiment], n_problems
         )
     records = read_records(run / "rollouts" / "records.jsonl")
-    if section["patching"]["enabled"]:
-        n_traces = len(patching_problems(records, section["patching"]["traces"]))
-        failures += check_accuracy_experiment(
-            folder, "patching", section["patching"], resolved["patching"], n_traces
-        )
+    for experiment in ("patching", *SENTENCE_EXPERIMENTS):
+        if section[experiment]["enabled"]:
+            n_traces = len(patching_problems(records, section[experiment]["traces"]))
+            failures += check_accuracy_experiment(
+                folder, experiment, section[experiment], resolved[experiment], n_traces
+            )
     if section["counterfactual"]["enabled"]:
         failures += check_counterfactual(
             folder, section["counterfactual"], resolved["counterfactual"], records

@@ -7,6 +7,10 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from anchorflow.interventions.attention_conditions import (
+    ATTENTION_EXPERIMENTS,
+    attention_condition_names,
+)
 from anchorflow.interventions.heads import HeadIntervention, specs_to_json, stable_seed
 
 
@@ -45,7 +49,7 @@ def heads_to_interventions(
     return [HeadIntervention(int(layer), int(head), op, value) for layer, head in heads]
 
 
-EXPERIMENTS = ("amplification", "ablation", "counterfactual", "patching")
+EXPERIMENTS = ("amplification", "ablation", "counterfactual", "patching", *ATTENTION_EXPERIMENTS)
 
 
 def _ablation_names(op: str, max_heads: int, n_draws: int) -> list[str]:
@@ -84,7 +88,7 @@ def condition_names(section: Mapping[str, Any]) -> dict[str, list[str]]:
         names["patching"] = ["baseline", "anchor"] + [
             f"control_draw{d}" for d in range(patching["n_random_draws"])
         ]
-    return names
+    return names | attention_condition_names(section)
 
 
 def condition_groups(names: Sequence[str], per_job: int) -> list[list[str]]:
@@ -114,7 +118,7 @@ def random_pool_exclusions(
     return sorted(set(receivers[:exclude_top]) | set(targets))
 
 
-def _random_draws(
+def random_draws(
     section: Mapping[str, Any],
     experiment: str,
     receivers: Sequence[tuple[int, int]],
@@ -153,7 +157,7 @@ def build_conditions(
     amplification = section["amplification"]
     if amplification["enabled"]:
         targets = top_heads(receivers, max(amplification["head_set_sizes"]))
-        draws = _random_draws(
+        draws = random_draws(
             section, "amplification", receivers, targets, n_heads, amplification["n_random_draws"]
         )
         conditions = {"baseline": _condition("baseline", [], "scale", None)}
@@ -181,7 +185,7 @@ def build_conditions(
             else [settings["n_heads"]]
         )
         targets = top_heads(receivers, max(sizes))
-        draws = _random_draws(
+        draws = random_draws(
             section, experiment, receivers, targets, n_heads, settings["n_random_draws"]
         )
         conditions = {"baseline": _condition("baseline", [], op, None)}

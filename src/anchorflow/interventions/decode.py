@@ -21,12 +21,20 @@ from torch import nn
 from tqdm import tqdm
 from transformers import DynamicCache
 
-from anchorflow.interventions.heads import HeadIntervention, apply_interventions, stable_seed
+from anchorflow.interventions.attention_ops import AttentionOp, attention_editing, bind_edit
+from anchorflow.interventions.heads import (
+    HeadIntervention,
+    RowGate,
+    apply_interventions,
+    head_geometry,
+    stable_seed,
+)
 from anchorflow.interventions.patching import (
     ResidualPatch,
     apply_residual_patch,
     sentence_token_mask,
 )
+from anchorflow.interventions.triggers import Trigger, token_fires
 
 
 @dataclass(frozen=True)
@@ -122,12 +130,32 @@ def patch_seed(item: GenerationItem) -> int:
     return stable_seed(item.meta.get("patch_seed", item.seed), "patch")
 
 
+SPAN_KEYS = ("attention_span", "attention_target")
+
+
 def _prefill_key(item: GenerationItem, patched: bool) -> tuple[Any, ...]:
     """Items with equal keys have identical prompt activations (one prefill serves them all)."""
+    spans = tuple(tuple(item.meta.get(key) or ()) for key in SPAN_KEYS)
     if not patched:
-        return (item.prompt,)
+        return (item.prompt, spans)
     span = item.meta.get("patch_span")
-    return (item.prompt, tuple(span) if span else None, patch_seed(item) if span else None)
+    return (item.prompt, spans, tuple(span) if span else None, patch_seed(item) if span else None)
+
+
+def _span_masks(
+    offsets: torch.Tensor, attention_mask: torch.Tensor, firsts: Sequence[GenerationItem]
+) -> list[torch.Tensor | None]:
+    """The ``attention_span`` and ``attention_target`` token masks ``[rows, T]`` of the items
+    (None where no item has that span)."""
+    masks = []
+    for key in SPAN_KEYS:
+        spans = [item.meta.get(key) for item in firsts]
+        masks.append(
+            None
+            if all(span is None for span in spans)
+            else sentence_token_mask(offsets, attention_mask, spans)
+        )
+    return masks
 
 
 @torch.no_grad()
@@ -138,6 +166,10 @@ def generate_batch(
     settings: SamplingSettings,
     add_special_tokens: bool = True,
     patch: ResidualPatch | None = None,
+    *,
+    attention: AttentionOp | None = None,
+    trigger: Trigger | None = None,
+    gate: RowGate | None = None,
 ) -> list[dict[str, Any]]:
     """Complete one batch; per row: text (up to the stop token), token count (including the
     stop token), whether a stop token was produced.
@@ -145,7 +177,11 @@ def generate_batch(
     Each distinct prompt is prefilled once (left-padded) and its KV cache copied to the rows
     that share it; rows leave the batch as they stop, so the remaining steps cost only what
     is still running. ``patch``: patch each item's ``meta["patch_span"]`` (characters of its
-    prompt) at prefill.
+    prompt) at prefill. ``attention``: edit attention (the model inside
+    :func:`attention_editing`) with each item's ``meta["attention_span"]`` and
+    ``meta["attention_target"]`` as its spans. ``trigger``: switch ``gate`` on for a row for the
+    ``trigger.n_steps`` forward passes after its text completes a trigger string (off at
+    prefill); each row then also reports ``gated_steps``.
     """
     stops = eos_token_ids(model, tokenizer)
     keys = [_prefill_key(item, patch is not None) for item in items]
@@ -157,11 +193,16 @@ def generate_batch(
         padding=True,
         padding_side="left",
         add_special_tokens=add_special_tokens,
-        return_offsets_mapping=patch is not None,
+        return_offsets_mapping=patch is not None or attention is not None,
     )
+    offsets = encoded.pop("offset_mapping", None)
+    edit_kwargs: dict[str, Any] = {}
+    if attention is not None:
+        n_layers, n_heads, _ = head_geometry(model)
+        span, target = _span_masks(offsets, encoded["attention_mask"], firsts)
+        edit_kwargs["attention_edit"] = bind_edit(attention, n_layers, n_heads, span, target)
     patching: contextlib.AbstractContextManager = contextlib.nullcontext()
     if patch is not None:
-        offsets = encoded.pop("offset_mapping")
         spans = [item.meta.get("patch_span") for item in firsts]
         mask = sentence_token_mask(offsets, encoded["attention_mask"], spans)
         seeds = [patch_seed(item) for item in firsts]
@@ -170,6 +211,8 @@ def generate_batch(
     attention_mask = encoded["attention_mask"].to(device)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
+    if gate is not None:
+        gate.active = torch.zeros(len(firsts), dtype=torch.bool)
     with patching:
         logits = model(
             input_ids=encoded["input_ids"].to(device),
@@ -177,10 +220,14 @@ def generate_batch(
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
+            **edit_kwargs,
         ).logits[:, -1]
     owner = torch.tensor([distinct.index(key) for key in keys], device=device)
     cache.batch_select_indices(owner)
     logits, attention_mask = logits[owner], attention_mask[owner]
+    if attention is not None:
+        edit_kwargs["attention_edit"] = edit_kwargs["attention_edit"].select(owner)
+    remaining, gated = [0] * len(items), [0] * len(items)
     generators = None
     if settings.temperature > 0:
         generators = [torch.Generator(device=device).manual_seed(item.seed) for item in items]
@@ -195,6 +242,8 @@ def generate_batch(
         for row, token, done in zip(active, chosen.tolist(), finished, strict=True):
             tokens[row].append(token)
             stopped[row] = done
+            if trigger is not None and token_fires(tokenizer, tokens[row], trigger.strings):
+                remaining[row] = trigger.n_steps
         keep = [slot for slot, done in enumerate(finished) if not done]
         if not keep or len(tokens[active[keep[0]]]) == settings.max_new_tokens:
             break
@@ -203,6 +252,13 @@ def generate_batch(
             cache.batch_select_indices(index)
             chosen, attention_mask = chosen[index], attention_mask[index]
             active = [active[slot] for slot in keep]
+            if attention is not None:
+                edit_kwargs["attention_edit"] = edit_kwargs["attention_edit"].select(index)
+        if gate is not None:
+            gate.active = torch.tensor([remaining[row] > 0 for row in active])
+            for row in active:
+                gated[row] += int(remaining[row] > 0)
+                remaining[row] = max(remaining[row] - 1, 0)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], 1)
         logits = model(
             input_ids=chosen[:, None],
@@ -210,12 +266,14 @@ def generate_batch(
             position_ids=attention_mask.sum(-1, keepdim=True) - 1,
             past_key_values=cache,
             use_cache=True,
+            **edit_kwargs,
         ).logits[:, -1]
     rows = []
-    for row_tokens, row_stopped in zip(tokens, stopped, strict=True):
+    for row_tokens, row_stopped, row_gated in zip(tokens, stopped, gated, strict=True):
         end = len(row_tokens) - int(row_stopped)
         text = tokenizer.decode(row_tokens[:end], skip_special_tokens=False)
-        rows.append({"text": text, "n_tokens": len(row_tokens), "stopped": row_stopped})
+        row = {"text": text, "n_tokens": len(row_tokens), "stopped": row_stopped}
+        rows.append(row | ({"gated_steps": row_gated} if trigger is not None else {}))
     return rows
 
 
@@ -228,18 +286,35 @@ def generate(
     head_means: np.ndarray | None = None,
     add_special_tokens: bool = True,
     patch: ResidualPatch | None = None,
+    *,
+    attention: AttentionOp | None = None,
+    trigger: Trigger | None = None,
 ) -> list[dict[str, Any]]:
     """Generate every item in batches of ``settings.batch_size`` under the interventions
-    (and the residual ``patch`` of each item's ``patch_span``, when given).
+    (and the residual ``patch`` of each item's ``patch_span``, the ``attention`` edit of its
+    ``attention_span``/``attention_target``, when given). With a ``trigger`` the head
+    interventions act only in the steps it switches on (:func:`generate_batch`).
 
     Each output row carries ``item_id``, ``seed``, the batch index and the batch composition
     (``batch_items``) next to the fields of :func:`generate_batch`.
     """
     rows: list[dict[str, Any]] = []
     batches = list(_batches(items, settings.batch_size))
-    with apply_interventions(model, interventions, head_means):
+    gate = RowGate() if trigger is not None else None
+    editing = attention_editing(model) if attention is not None else contextlib.nullcontext()
+    with apply_interventions(model, interventions, head_means, gate), editing:
         for index, batch in enumerate(tqdm(batches, desc="generate", unit="batch")):
-            outputs = generate_batch(model, tokenizer, batch, settings, add_special_tokens, patch)
+            outputs = generate_batch(
+                model,
+                tokenizer,
+                batch,
+                settings,
+                add_special_tokens,
+                patch,
+                attention=attention,
+                trigger=trigger,
+                gate=gate,
+            )
             composition = [item.item_id for item in batch]
             for item, output in zip(batch, outputs, strict=True):
                 rows.append(

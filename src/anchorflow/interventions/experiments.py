@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from anchorflow.data.problem_sets import record_problems
+from anchorflow.interventions.attention_conditions import SENTENCE_EXPERIMENTS
 from anchorflow.interventions.counterfactual import analysed_sentences, resample_items
 from anchorflow.interventions.decode import GenerationItem
 from anchorflow.interventions.heads import stable_seed
@@ -26,13 +27,23 @@ def problem_items(
     seed_parts: Sequence[Any],
     patch_spans: Sequence[tuple[int, int] | None] | None = None,
     answer_cue: str = "",
+    attention_spans: Mapping[str, Sequence[tuple[int, int] | None]] | None = None,
 ) -> list[GenerationItem]:
     """``samples_per_problem`` items per problem, id ``"{problem}/{sample}"``, seeded by
     ``stable_seed(*seed_parts, problem, sample)``; ``patch_spans``: one per problem (its noise
     seeded per problem, so a problem's samples share one prefill); ``answer_cue``: the end of
-    every prompt that opens the answer (recorded for the scorer)."""
+    every prompt that opens the answer (recorded for the scorer); ``attention_spans``: per meta
+    key (``attention_span``, ``attention_target``) one character span per problem."""
     spans = patch_spans if patch_spans is not None else [None] * len(problems)
     cue = {"answer_cue": answer_cue} if answer_cue else {}
+    edits = [
+        {
+            key: list(chosen[index])
+            for key, chosen in (attention_spans or {}).items()
+            if chosen[index] is not None
+        }
+        for index in range(len(problems))
+    ]
     return [
         GenerationItem(
             f"{problem['problem']}/{sample}",
@@ -45,6 +56,7 @@ def problem_items(
                 "level": problem.get("level", ""),
                 "thinks": opens_thinking(prompt),
                 **cue,
+                **edit,
                 **(
                     {
                         "patch_span": list(span),
@@ -55,12 +67,16 @@ def problem_items(
                 ),
             },
         )
-        for problem, prompt, span in zip(problems, prompts, spans, strict=True)
+        for problem, prompt, span, edit in zip(problems, prompts, spans, edits, strict=True)
         for sample in range(samples_per_problem)
     ]
 
 
 CONTROL_KINDS = ("random", "control")
+# Experiments whose prompts are a trace (problem + reasoning + cue) and its chosen sentences.
+TRACE_EXPERIMENTS = ("patching", *SENTENCE_EXPERIMENTS)
+# The item meta key of each attention span and the condition field naming its sentence.
+ATTENTION_SPANS = {"attention_span": "sentences", "attention_target": "targets"}
 
 
 def samples_per_problem(settings: Mapping[str, Any], condition_spec: Mapping[str, Any]) -> int:
@@ -136,19 +152,23 @@ def experiment_items(
             )
         return items
     n_samples = samples_per_problem(settings, spec)
-    if experiment == "patching":
+    if experiment in TRACE_EXPERIMENTS:
         chosen = patching_problems(own_records, settings.get("traces"))
         cue = settings.get("answer_cue") or ""
-        sentences = spec.get("sentences", {})
-        prompts, spans = [], []
+        prompts, spans = [], {key: [] for key in ("patch_span", *ATTENTION_SPANS)}
         for problem in chosen:
             base = build_prompt(
                 problem["problem_text"], params["prompt_format"], tokenizer, instruction
             )
             prompts.append(base + prefix_text(problem["chunks"], len(problem["chunks"])) + cue)
-            index = sentences.get(problem["trace"])
-            spans.append(None if index is None else sentence_span(base, problem["chunks"], index))
-        return problem_items(chosen, prompts, n_samples, seed_parts, spans, cue)
+            for key, field in zip(spans, ("sentences", *ATTENTION_SPANS.values()), strict=True):
+                index = spec.get(field, {}).get(problem["trace"])
+                spans[key].append(
+                    None if index is None else sentence_span(base, problem["chunks"], index)
+                )
+        patch_spans = spans.pop("patch_span") if experiment == "patching" else None
+        edits = None if experiment == "patching" else spans
+        return problem_items(chosen, prompts, n_samples, seed_parts, patch_spans, cue, edits)
     prefix = params["problems"]["prefix"]
     prompts = [
         problem_prompt(problem, params["prompt_format"], tokenizer, prefix, instruction)

@@ -133,15 +133,25 @@ def _layer_tensors(
     return factor, offset
 
 
+class RowGate:
+    """Which rows of the batch an intervention acts on now: ``active`` bool ``[rows]``, set by
+    the decode loop before each forward call (dynamic interventions); None means every row."""
+
+    def __init__(self) -> None:
+        self.active: torch.Tensor | None = None
+
+
 @contextlib.contextmanager
 def apply_interventions(
     model: nn.Module,
     interventions: Sequence[HeadIntervention],
     head_means: np.ndarray | None = None,
+    gate: RowGate | None = None,
 ) -> Iterator[None]:
     """Install forward pre-hooks on the ``o_proj`` of every touched layer; always remove them.
 
     ``head_means``: float array ``[layers, heads, head_dim]``, needed by ``mean`` ops.
+    ``gate``: apply the interventions only to the rows its ``active`` mask marks.
     An empty list installs nothing.
     """
     n_layers, n_heads, head_dim = head_geometry(model)
@@ -162,10 +172,14 @@ def apply_interventions(
 
             def pre_hook(module, args, factor=factor, offset=offset):
                 (hidden,) = args
-                per_head = hidden.unflatten(-1, (n_heads, head_dim)) * factor
+                per_head = hidden.unflatten(-1, (n_heads, head_dim))
+                edited = per_head * factor
                 if offset is not None:
-                    per_head = per_head + offset
-                return (per_head.flatten(-2),)
+                    edited = edited + offset
+                if gate is not None and gate.active is not None:
+                    active = gate.active.to(hidden.device)[:, None, None, None]
+                    edited = torch.where(active, edited, per_head)
+                return (edited.flatten(-2),)
 
             handles.append(o_proj.register_forward_pre_hook(pre_hook))
         yield

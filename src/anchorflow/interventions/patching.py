@@ -166,26 +166,25 @@ def choose_patch_sentences(
     return anchor, [rng.choice(pool) for _ in range(n_draws)], len(matched)
 
 
-def patching_conditions(
-    section: Mapping[str, Any],
+def choose_sentences(
+    settings: Mapping[str, Any],
+    seed: int,
+    experiment: str,
     receiver_scores: pd.DataFrame,
     problems: Sequence[Mapping[str, Any]],
-) -> tuple[dict[str, dict[str, Any]], pd.DataFrame]:
-    """Conditions of the patching experiment and a table of the chosen sentences.
+) -> tuple[dict[str, int], list[dict[str, int]], pd.DataFrame]:
+    """The anchor and ``n_random_draws`` matched control sentences of each problem's trace
+    (:func:`choose_patch_sentences`, seeded by ``(seed, experiment, trace)``).
 
+    ``settings``: ``n_random_draws``, ``exclude_top``, ``length_tolerance``;
     ``receiver_scores``: ``trace, chunk_idx, receiver_score`` rows (the receivers stage's
-    table); ``problems``: the experiment's problems with their ``trace`` and ``chunks``.
-    Conditions: ``baseline`` (no patch), ``anchor`` and ``control_draw{d}``, each with
-    ``sentences = {trace: chunk index}``.
+    table); ``problems``: with their ``trace`` and ``chunks``. Returns ``(anchors {trace:
+    chunk}, controls [{trace: chunk} per draw], table)``; the table has one row per chosen
+    sentence (``condition`` ``anchor`` or ``control_draw{d}``).
     """
-    settings = section["patching"]
-    conditions: dict[str, dict[str, Any]] = {
-        "baseline": {"kind": "baseline", "sentences": {}},
-        "anchor": {"kind": "anchor", "sentences": {}},
-    }
     draws = range(settings["n_random_draws"])
-    for draw in draws:
-        conditions[f"control_draw{draw}"] = {"kind": "random", "draw": draw, "sentences": {}}
+    anchors: dict[str, int] = {}
+    controls: list[dict[str, int]] = [{} for _ in draws]
     rows = []
     for problem in problems:
         trace, chunks = problem["trace"], problem["chunks"]
@@ -198,18 +197,17 @@ def patching_conditions(
         for row in table.itertuples():
             if 0 <= int(row.chunk_idx) < len(chunks):
                 scores[int(row.chunk_idx)] = row.receiver_score
-        seed = stable_seed(section["seed"], "patching", trace)
-        anchor, controls, n_matched = choose_patch_sentences(
+        anchor, chosen, n_matched = choose_patch_sentences(
             scores,
             [len(chunk) for chunk in chunks],
             settings["n_random_draws"],
             settings["exclude_top"],
             settings["length_tolerance"],
-            seed,
+            stable_seed(seed, experiment, trace),
         )
-        conditions["anchor"]["sentences"][trace] = anchor
-        for draw, control in zip(draws, controls, strict=True):
-            conditions[f"control_draw{draw}"]["sentences"][trace] = control
+        anchors[trace] = anchor
+        for draw, control in zip(draws, chosen, strict=True):
+            controls[draw][trace] = control
         rows += [
             {
                 "trace": trace,
@@ -221,6 +219,27 @@ def patching_conditions(
                 "sentence": chunks[index],
             }
             for name, index in [("anchor", anchor)]
-            + [(f"control_draw{d}", c) for d, c in zip(draws, controls, strict=True)]
+            + [(f"control_draw{d}", c) for d, c in zip(draws, chosen, strict=True)]
         ]
-    return conditions, pd.DataFrame(rows)
+    return anchors, controls, pd.DataFrame(rows)
+
+
+def patching_conditions(
+    section: Mapping[str, Any],
+    receiver_scores: pd.DataFrame,
+    problems: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], pd.DataFrame]:
+    """Conditions of the patching experiment and a table of the chosen sentences
+    (:func:`choose_sentences`). Conditions: ``baseline`` (no patch), ``anchor`` and
+    ``control_draw{d}``, each with ``sentences = {trace: chunk index}``.
+    """
+    anchors, controls, table = choose_sentences(
+        section["patching"], section["seed"], "patching", receiver_scores, problems
+    )
+    conditions: dict[str, dict[str, Any]] = {
+        "baseline": {"kind": "baseline", "sentences": {}},
+        "anchor": {"kind": "anchor", "sentences": anchors},
+    }
+    for draw, chosen in enumerate(controls):
+        conditions[f"control_draw{draw}"] = {"kind": "random", "draw": draw, "sentences": chosen}
+    return conditions, table

@@ -11,9 +11,16 @@ from typing import Any
 
 import pandas as pd
 
-from anchorflow.interventions.conditions import build_conditions
+from anchorflow.interventions.attention_conditions import (
+    ATTENTION_EXPERIMENTS,
+    SENTENCE_EXPERIMENTS,
+    build_attention_conditions,
+)
+from anchorflow.interventions.attention_ops import AttentionOp
+from anchorflow.interventions.conditions import build_conditions, random_draws, top_heads
 from anchorflow.interventions.experiments import patching_problems
-from anchorflow.interventions.patching import patching_conditions
+from anchorflow.interventions.patching import choose_sentences, patching_conditions
+from anchorflow.interventions.triggers import category_openings, record_sentences
 
 log = logging.getLogger(__name__)
 
@@ -80,4 +87,73 @@ def resolve_conditions(
             params["patch_layer"],
             conditions["patching"]["anchor"]["sentences"],
         )
-    return {"conditions": conditions, "patching_sentences": sentences, "params": params}
+    chosen_sentences = {}
+    for experiment in ATTENTION_EXPERIMENTS:
+        settings = section.get(experiment)
+        if not settings or not settings["enabled"]:
+            continue
+        conditions[experiment], chosen = attention_conditions(
+            section, experiment, receivers, n_heads, receiver_scores, records
+        )
+        if chosen is not None:
+            chosen_sentences[experiment] = chosen.to_dict(orient="records")
+        for spec in conditions[experiment].values():
+            if "attention" in spec:
+                AttentionOp.from_dict(spec["attention"]).selection(n_layers, n_heads)
+    return {
+        "conditions": conditions,
+        "patching_sentences": sentences,
+        "attention_sentences": chosen_sentences,
+        "params": params,
+    }
+
+
+def trigger_strings(settings: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The dynamic trigger's strings: the configured ``trigger_strings``, then the most frequent
+    openings of the sentences the records' labels tag with ``trigger_category``."""
+    strings = list(settings["trigger_strings"])
+    category = settings["trigger_category"]
+    if category:
+        strings += category_openings(
+            record_sentences(records),
+            category,
+            settings["opening_words"],
+            settings["top_openings"],
+        )
+    if not strings:
+        raise ValueError(
+            "interventions.dynamic_amplification needs trigger_strings or a trigger_category"
+        )
+    return list(dict.fromkeys(strings))
+
+
+def attention_conditions(
+    section: Mapping[str, Any],
+    experiment: str,
+    receivers: Sequence[tuple[int, int]],
+    n_heads: int,
+    receiver_scores: pd.DataFrame | None,
+    records: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], pd.DataFrame | None]:
+    """The conditions of one attention experiment and, for the sentence experiments, the
+    table of its chosen anchor and control sentences."""
+    settings = section[experiment]
+    targets = top_heads(receivers, settings["n_heads"])
+    draws = random_draws(
+        section, experiment, receivers, targets, n_heads, settings["n_random_draws"]
+    )
+    if experiment not in SENTENCE_EXPERIMENTS:
+        strings = trigger_strings(settings, records)
+        log.info("%s: trigger strings %s", experiment, strings)
+        return build_attention_conditions(
+            experiment, settings, targets, draws, trigger_strings=strings
+        ), None
+    if receiver_scores is None:
+        raise ValueError(f"{experiment} needs the receivers stage's receiver_scores.tsv")
+    problems = patching_problems(records, settings["traces"])
+    anchors, controls, chosen = choose_sentences(
+        settings, section["seed"], experiment, receiver_scores, problems
+    )
+    log.info("%s: anchors %s", experiment, anchors)
+    conditions = build_attention_conditions(experiment, settings, targets, draws, anchors, controls)
+    return conditions, chosen

@@ -18,7 +18,7 @@ from scipy import stats
 
 from anchorflow.interventions.scoring import wilson_interval
 
-FAMILY_KEYS = ("kind", "k", "scale")
+FAMILY_KEYS = ("kind", "op", "k", "scale")
 
 
 def _accurate(frame: pd.DataFrame) -> pd.Series:
@@ -26,13 +26,15 @@ def _accurate(frame: pd.DataFrame) -> pd.Series:
 
 
 def condition_families(conditions: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per condition: ``condition, kind, k, scale, draw`` (``k = 0`` and scale 1 for
-    the baseline; ``draw`` -1 for non-random conditions)."""
+    """One row per condition: ``condition, kind, op, k, scale, draw`` (``k = 0`` and scale 1
+    for the baseline; ``op`` the attention experiments' op or pattern, else empty; ``draw`` -1
+    for non-random conditions)."""
     return pd.DataFrame(
         [
             {
                 "condition": name,
                 "kind": spec["kind"],
+                "op": str(spec.get("op", "")),
                 "k": int(spec.get("k", 0)),
                 "scale": float(spec.get("scale", 1.0)),
                 "draw": int(spec.get("draw", -1)),

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from anchorflow.plots import figure_style
 
 
-def _interval_errorbar(
+def interval_errorbar(
     axis: Axes, x: object, centre: pd.Series, low: pd.Series, high: pd.Series, **style: object
 ) -> None:
     """Points at ``centre`` with bars from ``low`` to ``high`` (no bar where a bound is NaN;
@@ -20,7 +20,7 @@ def _interval_errorbar(
     axis.errorbar(x, centre, yerr=bars, capsize=3, **style)
 
 
-def _finish_accuracy_axis(figure: Figure, axis: Axes, xlabel: str) -> None:
+def finish_accuracy_axis(figure: Figure, axis: Axes, xlabel: str) -> None:
     axis.set_xlabel(xlabel)
     axis.set_ylabel("accuracy")
     axis.set_ylim(-0.02, 1.02)
@@ -48,7 +48,7 @@ def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
         for k, group in data[data["k"] > 0].groupby("k"):
             group = group.sort_values("scale")
             positions = np.arange(len(group))
-            _interval_errorbar(
+            interval_errorbar(
                 axis,
                 positions,
                 group["receiver_accuracy"],
@@ -57,7 +57,7 @@ def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
                 marker="o",
                 label=f"top-{k} receiver heads",
             )
-            _interval_errorbar(
+            interval_errorbar(
                 axis,
                 positions + 0.08,
                 group["random_mean"],
@@ -68,7 +68,7 @@ def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
                 label=f"{k} random heads (matched layers)",
             )
             axis.set_xticks(positions, [f"{s:g}" for s in group["scale"]])
-        _finish_accuracy_axis(figure, axis, "scale of the heads' o_proj input")
+        finish_accuracy_axis(figure, axis, "scale of the heads' o_proj input")
     return figure, data
 
 
@@ -78,7 +78,7 @@ def ablation_figure(summary: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     data = summary.drop(columns=["receiver_heads"])
     with figure_style():
         figure, axis = plt.subplots(figsize=(5, 3.8))
-        _interval_errorbar(
+        interval_errorbar(
             axis,
             data["k"],
             data["receiver_accuracy"],
@@ -87,7 +87,7 @@ def ablation_figure(summary: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
             marker="o",
             label="receiver heads",
         )
-        _interval_errorbar(
+        interval_errorbar(
             axis,
             data["k"] + 0.05,
             data["random_mean"],
@@ -97,7 +97,7 @@ def ablation_figure(summary: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
             label="random heads (matched layers)",
         )
         axis.set_xticks(data["k"])
-        _finish_accuracy_axis(figure, axis, "number of ablated heads")
+        finish_accuracy_axis(figure, axis, "number of ablated heads")
     return figure, data
 
 
@@ -116,7 +116,7 @@ def patching_figure(table: pd.DataFrame, draws: pd.DataFrame) -> tuple[Figure, p
         named = table.set_index("condition")
         for position, name in enumerate(["baseline", "anchor"]):
             row = named.loc[name]
-            _interval_errorbar(
+            interval_errorbar(
                 axis,
                 [position],
                 pd.Series([row["accuracy"]]),
@@ -128,7 +128,7 @@ def patching_figure(table: pd.DataFrame, draws: pd.DataFrame) -> tuple[Figure, p
         jitter = np.linspace(-0.15, 0.15, max(len(draws), 1))[: len(draws)]
         axis.scatter(2 + jitter, draws["accuracy"], color="C1", s=14, label="control draws")
         anchor = named.loc["anchor"]
-        _interval_errorbar(
+        interval_errorbar(
             axis,
             [2.3],
             pd.Series([anchor["random_mean"]]),
@@ -139,7 +139,7 @@ def patching_figure(table: pd.DataFrame, draws: pd.DataFrame) -> tuple[Figure, p
             label="control mean, 2.5-97.5%",
         )
         axis.set_xticks([0, 1, 2], ["baseline", "anchor patched", "control patched"])
-        _finish_accuracy_axis(figure, axis, "")
+        finish_accuracy_axis(figure, axis, "")
     return figure, data
 
 
