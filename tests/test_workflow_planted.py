@@ -175,7 +175,8 @@ def test_a_second_placement_meets_the_planted_targets(tmp_path: Path) -> None:
 
 def test_conditions_with_config_heads_and_no_patching(tmp_path: Path) -> None:
     """intervention_conditions without its optional inputs: the heads named in the config (no
-    receiver_heads.tsv) and patching off (no receiver scores, no records)."""
+    receiver_heads.tsv) and every sentence experiment off (no receiver scores, no records); the
+    dynamic experiment, which needs neither, targets the config's heads."""
     workflow = copy_workflow(tmp_path / "workflow")
     overlay = workflow.root / "config-heads.yaml"
     overlay.write_text(
@@ -183,7 +184,15 @@ def test_conditions_with_config_heads_and_no_patching(tmp_path: Path) -> None:
             {
                 "interventions": {
                     "receiver_heads": {"heads": [[3, 0], [2, 1]]},
-                    "patching": {"enabled": False},
+                    **{
+                        name: {"enabled": False}
+                        for name in (
+                            "patching",
+                            "anchor_attention",
+                            "attention_patterns",
+                            "reroute",
+                        )
+                    },
                 }
             }
         )
@@ -194,4 +203,6 @@ def test_conditions_with_config_heads_and_no_patching(tmp_path: Path) -> None:
     assert resolved["params"]["receivers_source"] == "config"
     assert resolved["params"]["receivers"] == [[3, 0], [2, 1]]
     assert "patching" not in resolved["conditions"] and resolved["patching_sentences"] == []
+    assert "reroute" not in resolved["conditions"] and resolved["attention_sentences"] == {}
+    assert resolved["conditions"]["dynamic_amplification"]["top1_dynamic_x5"]["heads"] == [[3, 0]]
     assert not (workflow.results / "receivers").exists()
