@@ -309,6 +309,6 @@ def test_selection_round_trip_and_binding_errors():
         bind_edit(OPS["reroute"], 2, 4, key_mask(SPAN), None)
     model = sharp_model("eager")
     model.config._attn_implementation = "flash_attention_2"
-    with pytest.raises(ValueError, match="wrap eager or sdpa attention"):
+    with pytest.raises(ValueError, match="an attention edit wraps eager or sdpa attention"):
         with attention_editing(model):
             pass

@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from anchorflow.models.attention_wrappers import stock_attention, wrapped_attention
 
 OPS = ("scale_to_span", "pattern", "reroute")
 PATTERNS = ("uniform", "previous", "hub")
@@ -199,18 +197,6 @@ def edit_weights(
     return torch.where((on_target > 0) & (on_span > 0), moved, weights)
 
 
-def _stock_attention(module: torch.nn.Module, implementation: str) -> Callable[..., Any]:
-    if implementation == "sdpa":
-        return ALL_ATTENTION_FUNCTIONS["sdpa"]
-    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
-    if eager is None:
-        raise TypeError(
-            f"{type(module).__name__} has no module-level eager_attention_forward to wrap; "
-            "load the model with attn_implementation='sdpa'"
-        )
-    return eager
-
-
 def edit_delta(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -264,7 +250,7 @@ def _editing_attention(implementation: str) -> Callable[..., Any]:
         attention_edit: AttentionEdit | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        stock = _stock_attention(module, implementation)
+        stock = stock_attention(module, implementation)
         output, weights = stock(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
@@ -289,23 +275,8 @@ def attention_editing(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     Inside, ``model(..., attention_edit=AttentionEdit)`` edits; without it the forward is the
     stock one (with a materialised mask).
     """
-    original = model.config._attn_implementation
-    if original not in EDIT_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attention edits wrap eager or sdpa attention, not {original!r}; "
-            "load the model with attn_implementation='eager' or 'sdpa'"
-        )
-    layer_types = getattr(model.config, "layer_types", None) or []
-    if any(kind != "full_attention" for kind in layer_types):
-        raise ValueError("attention edits support full-attention layers only")
-    for stock, name in EDIT_IMPLEMENTATIONS.items():
-        AttentionInterface.register(name, _editing_attention(stock))
-        AttentionMaskInterface.register(name, eager_mask)
-    model.set_attn_implementation(EDIT_IMPLEMENTATIONS[original])
-    try:
+    with wrapped_attention(model, EDIT_IMPLEMENTATIONS, _editing_attention, "an attention edit"):
         yield model
-    finally:
-        model.set_attn_implementation(original)
 
 
 def bind_edit(

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from anchorflow.models.attention_wrappers import stock_attention, wrapped_attention
 
 SUPPRESSION_IMPLEMENTATIONS = {
     "eager": "anchorflow_suppression_eager",
@@ -31,18 +29,6 @@ log = logging.getLogger(__name__)
 
 HeadSelection = dict[int, torch.Tensor]
 """Heads to suppress: layer index -> bool ``[num_attention_heads]``; absent layers are untouched."""
-
-
-def _stock_attention(module: torch.nn.Module, implementation: str) -> Callable[..., Any]:
-    if implementation == "sdpa":
-        return ALL_ATTENTION_FUNCTIONS["sdpa"]
-    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
-    if eager is None:
-        raise TypeError(
-            f"{type(module).__name__} has no module-level eager_attention_forward to wrap; "
-            "load the model with attn_implementation='sdpa'"
-        )
-    return eager
 
 
 def suppression_mask(
@@ -87,7 +73,7 @@ def _suppressing_attention(implementation: str) -> Callable[..., Any]:
         query_block: int | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        stock = _stock_attention(module, implementation)
+        stock = stock_attention(module, implementation)
         layer_heads = None if suppressed_heads is None else suppressed_heads.get(module.layer_idx)
         suppress = suppressed_keys is not None and (
             suppressed_heads is None or layer_heads is not None
@@ -119,16 +105,6 @@ def _suppressing_attention(implementation: str) -> Callable[..., Any]:
     return attention
 
 
-def register_suppression_attention() -> None:
-    """Register the suppressing wrappers of eager and SDPA attention (idempotent).
-
-    Both use transformers' eager mask (a materialised float mask), which the wrappers edit.
-    """
-    for stock, name in SUPPRESSION_IMPLEMENTATIONS.items():
-        AttentionInterface.register(name, _suppressing_attention(stock))
-        AttentionMaskInterface.register(name, eager_mask)
-
-
 @contextlib.contextmanager
 def suppression_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Switch ``model`` to the suppressing wrapper of its own attention for the block.
@@ -139,21 +115,10 @@ def suppression_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     arithmetic per row, bit for bit on CPU for blocks of two rows or more, with
     ``[batch, heads, B + 1, keys]`` scores at most.
     """
-    original = model.config._attn_implementation
-    if original not in SUPPRESSION_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attention suppression wraps eager or sdpa attention, not {original!r}; "
-            "load the model with attn_implementation='eager' or 'sdpa'"
-        )
-    layer_types = getattr(model.config, "layer_types", None) or []
-    if any(kind != "full_attention" for kind in layer_types):
-        raise ValueError("attention suppression supports full-attention layers only")
-    register_suppression_attention()
-    model.set_attn_implementation(SUPPRESSION_IMPLEMENTATIONS[original])
-    try:
+    with wrapped_attention(
+        model, SUPPRESSION_IMPLEMENTATIONS, _suppressing_attention, "attention suppression"
+    ):
         yield model
-    finally:
-        model.set_attn_implementation(original)
 
 
 def head_selection(
