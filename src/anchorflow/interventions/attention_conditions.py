@@ -11,7 +11,7 @@ heads, attention-op specs and sentences. A condition's ``attention`` is an
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from anchorflow.interventions.heads import HeadIntervention, specs_to_json
@@ -42,6 +42,9 @@ def _heads_op(heads: Sequence[Sequence[int]], **op: Any) -> dict[str, Any]:
     return {**spec, "heads": [list(head) for head in heads]}
 
 
+# The op fields of a condition on the given heads (its attention op or head interventions).
+HeadFields = Callable[[Sequence[Any]], dict[str, Any]]
+
 _NAMES_ONLY: dict[str, Any] = {"targets": [], "draws": [], "anchors": {}, "controls": []}
 
 
@@ -65,109 +68,58 @@ def _specs(
     def control(draw: int) -> dict[str, int]:
         return dict(controls[draw]) if controls else {}
 
+    def add_receivers(name: str, on_heads: HeadFields, **spec: Any) -> None:
+        """``top{k}_{name}``: the top receiver heads, ``on_heads(heads)`` their op fields."""
+        add(f"top{k}_{name}", "receivers", targets, -1, **on_heads(targets), **spec)
+
+    def add_random(name: str, on_heads: HeadFields, **spec: Any) -> None:
+        """``random{k}_{name}_draw{d}``: the same op on each draw of matched random heads."""
+        for d in range(n_draws):
+            heads = draws[d][1]
+            add(f"random{k}_{name}_draw{d}", "random", heads, d, **on_heads(heads), **spec)
+
     if experiment == "anchor_attention":
         for scale in (float(s) for s in settings["scales"]):
             op = {"op": "scale_to_span", "scale": scale}
-            add(
-                f"top{k}_anchor_x{scale:g}",
-                "receivers",
-                targets,
-                -1,
-                **op,
-                attention=_heads_op(targets, **op),
-                sentences=anchors,
-            )
+
+            def scaled_span(heads: Sequence[Any], op: dict[str, Any] = op) -> dict[str, Any]:
+                return {**op, "attention": _heads_op(heads, **op)}
+
+            add_receivers(f"anchor_x{scale:g}", scaled_span, sentences=anchors)
             for d in range(n_draws):
-                add(
-                    f"top{k}_control_x{scale:g}_draw{d}",
-                    "control",
-                    targets,
-                    d,
-                    **op,
-                    attention=_heads_op(targets, **op),
-                    sentences=control(d),
-                )
-            for d in range(n_draws):
-                add(
-                    f"random{k}_anchor_x{scale:g}_draw{d}",
-                    "random",
-                    draws[d][1],
-                    d,
-                    **op,
-                    attention=_heads_op(draws[d][1], **op),
-                    sentences=anchors,
-                )
+                name = f"top{k}_control_x{scale:g}_draw{d}"
+                add(name, "control", targets, d, **scaled_span(targets), sentences=control(d))
+            add_random(f"anchor_x{scale:g}", scaled_span, sentences=anchors)
     elif experiment == "attention_patterns":
         for pattern in settings["patterns"]:
             fraction = settings["hub_fraction"] if pattern == "hub" else None
             op = {"op": "pattern", "pattern": pattern, "fraction": fraction}
+
+            def forced(heads: Sequence[Any], op: dict[str, Any] = op) -> dict[str, Any]:
+                return {"op": op["pattern"], "attention": _heads_op(heads, **op)}
+
             spans = {"sentences": anchors} if pattern == "hub" else {}
-            add(
-                f"top{k}_{pattern}",
-                "receivers",
-                targets,
-                -1,
-                op=pattern,
-                attention=_heads_op(targets, **op),
-                **spans,
-            )
-            for d in range(n_draws):
-                add(
-                    f"random{k}_{pattern}_draw{d}",
-                    "random",
-                    draws[d][1],
-                    d,
-                    op=pattern,
-                    attention=_heads_op(draws[d][1], **op),
-                    **spans,
-                )
+            add_receivers(pattern, forced, **spans)
+            add_random(pattern, forced, **spans)
     elif experiment == "reroute":
+
+        def rerouted(heads: Sequence[Any]) -> dict[str, Any]:
+            return {"op": "reroute", "attention": _heads_op(heads, op="reroute")}
+
         spans = {"sentences": anchors, "targets": control(0)}
-        add(
-            f"top{k}_reroute",
-            "receivers",
-            targets,
-            -1,
-            op="reroute",
-            attention=_heads_op(targets, op="reroute"),
-            **spans,
-        )
-        for d in range(n_draws):
-            add(
-                f"random{k}_reroute_draw{d}",
-                "random",
-                draws[d][1],
-                d,
-                op="reroute",
-                attention=_heads_op(draws[d][1], op="reroute"),
-                **spans,
-            )
+        add_receivers("reroute", rerouted, **spans)
+        add_random("reroute", rerouted, **spans)
     else:
         trigger = {"strings": list(chosen.get("trigger", ())), "n_steps": settings["n_steps"]}
         for scale in (float(s) for s in settings["scales"]):
+
+            def amplified(heads: Sequence[Any], scale: float = scale) -> dict[str, Any]:
+                return {"interventions": _scaled(heads, scale)}
+
             for mode in ("static", "dynamic"):
                 timing = {"trigger": trigger} if mode == "dynamic" else {}
-                add(
-                    f"top{k}_{mode}_x{scale:g}",
-                    "receivers",
-                    targets,
-                    -1,
-                    op=mode,
-                    scale=scale,
-                    interventions=_scaled(targets, scale),
-                    **timing,
-                )
-                for d in range(n_draws):
-                    add(
-                        f"random{k}_{mode}_x{scale:g}_draw{d}",
-                        "random",
-                        draws[d][1],
-                        d,
-                        op=mode,
-                        scale=scale,
-                        interventions=_scaled(draws[d][1], scale),
-                        **timing,
-                    )
+                add_receivers(f"{mode}_x{scale:g}", amplified, op=mode, scale=scale, **timing)
+                add_random(f"{mode}_x{scale:g}", amplified, op=mode, scale=scale, **timing)
     return specs
 
 
