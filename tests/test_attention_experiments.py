@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from test_attention_ops import PROMPTS, WORDS, sharp_model
 from test_intervention_tables import scored_frame
-from test_planted_answer import SETTINGS, demo_records, receivers_analysis
+from test_planted_answer import SETTINGS, demo_records, receiver_score_table, receivers_analysis
 
 from anchorflow.data.problem_sets import record_problems
 from anchorflow.interventions.attention_conditions import (
@@ -34,7 +33,6 @@ from anchorflow.interventions.triggers import (
 from anchorflow.models.demo import build_demo_model
 from anchorflow.models.loading import load_model
 from anchorflow.models.tiny import word_level_tokenizer
-from anchorflow.receivers.heads import receiver_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,15 +207,7 @@ def test_attention_experiments_find_the_planted_head(tmp_path, layer, head, seed
     model, tokenizer = load_model(spec, attn_implementation="sdpa")
     receivers, vertical = receivers_analysis(model, tokenizer, records)
     assert receivers[0] == (layer, head)
-    scores = pd.DataFrame(
-        [
-            {"trace": trace, "chunk_idx": chunk, "receiver_score": score}
-            for trace, (matrix, chunks) in vertical.items()
-            for chunk, score in zip(
-                chunks, receiver_scores(matrix, np.array(receivers)), strict=True
-            )
-        ]
-    )
+    scores = receiver_score_table(vertical, receivers)
     section = merged_config(["demo/config.yaml"], ROOT)["interventions"]
     params = {key: section[key] for key in ("seed", "paired_seeds", "prompt_format", "problems")}
     accuracy = {}

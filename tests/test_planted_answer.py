@@ -66,6 +66,21 @@ def receivers_analysis(model, tokenizer, records):
     return ranked, vertical
 
 
+def receiver_score_table(vertical, receivers):
+    """``trace, chunk_idx, receiver_score`` rows, as the receivers stage's table."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {"trace": trace, "chunk_idx": chunk, "receiver_score": score}
+            for trace, (matrix, chunks) in vertical.items()
+            for chunk, score in zip(
+                chunks, receiver_scores(matrix, np.array(receivers)), strict=True
+            )
+        ]
+    )
+
+
 def check_blackbox_answer(root: Path, records, vertical, receivers) -> None:
     """The white-box / black-box validation finds the demo's planted answer: in every trace the
     top receiver-score sentence is the anchor, the sentence whose black-box importances the
@@ -101,7 +116,6 @@ def check_blackbox_answer(root: Path, records, vertical, receivers) -> None:
 
 @pytest.mark.parametrize(("layer", "head", "seed"), [(2, 1, 0), (1, 3, 5), (3, 0, 2)])
 def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, layer, head, seed):
-    import pandas as pd
 
     records = demo_records(tmp_path / "data", seed)
     build_demo_model(
@@ -182,15 +196,7 @@ def test_answer_flows_through_the_head_the_receivers_analysis_finds(tmp_path, la
     assert [r["text"] for r in noop_rows] == [r["text"] for r in amplification_rows]
     assert accuracy("amplification", "top1_x10", amplification["top1_x10"])[0] < baseline
 
-    scores = pd.DataFrame(
-        [
-            {"trace": trace, "chunk_idx": chunk, "receiver_score": score}
-            for trace, (matrix, chunks) in vertical.items()
-            for chunk, score in zip(
-                chunks, receiver_scores(matrix, np.array(receivers)), strict=True
-            )
-        ]
-    )
+    scores = receiver_score_table(vertical, receivers)
     problems = [r | {"trace": r["trace"]} for r in records if r["correctness"] == "correct"]
     patching, chosen = patching_conditions(section, scores, problems)
     anchors = chosen[chosen["condition"] == "anchor"]["sentence"]
