@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from anchorflow.plots import figure_style
-from anchorflow.plots.interventions import finish_accuracy_axis, interval_errorbar
+from anchorflow.plots.interventions import baseline_band, finish_accuracy_axis, interval_errorbar
 
 CONTROL_COLOURS = {"random heads": "C1", "control sentences": "C2"}
 
@@ -23,8 +23,7 @@ def attention_figure(table: pd.DataFrame, title: str) -> tuple[Figure, pd.DataFr
     names = list(dict.fromkeys(targets["condition"]))
     with figure_style():
         figure, axis = plt.subplots(figsize=(max(4.5, 1.1 * len(names) + 2), 3.8))
-        axis.axhspan(baseline["ci_low"], baseline["ci_high"], color="0.85", label="baseline 95% CI")
-        axis.axhline(baseline["accuracy"], color="0.4", lw=1)
+        baseline_band(axis, baseline["accuracy"], baseline["ci_low"], baseline["ci_high"])
         first = targets.drop_duplicates("condition")
         positions = np.arange(len(names))
         interval_errorbar(

@@ -20,6 +20,13 @@ def interval_errorbar(
     axis.errorbar(x, centre, yerr=bars, capsize=3, **style)
 
 
+def baseline_band(axis: Axes, accuracy: float, low: float, high: float) -> None:
+    """The baseline as a grey band (its 95 % interval ``low``-``high``) and a line at its
+    ``accuracy``."""
+    axis.axhspan(low, high, color="0.85", label="baseline 95% CI")
+    axis.axhline(accuracy, color="0.4", lw=1)
+
+
 def finish_accuracy_axis(figure: Figure, axis: Axes, xlabel: str) -> None:
     axis.set_xlabel(xlabel)
     axis.set_ylabel("accuracy")
@@ -38,13 +45,9 @@ def amplification_figure(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
         baseline = data[data["k"] == 0]
         if not baseline.empty:
             row = baseline.iloc[0]
-            axis.axhspan(
-                row["receiver_ci_low"],
-                row["receiver_ci_high"],
-                color="0.85",
-                label="baseline 95% CI",
+            baseline_band(
+                axis, row["receiver_accuracy"], row["receiver_ci_low"], row["receiver_ci_high"]
             )
-            axis.axhline(row["receiver_accuracy"], color="0.4", lw=1)
         for k, group in data[data["k"] > 0].groupby("k"):
             group = group.sort_values("scale")
             positions = np.arange(len(group))
