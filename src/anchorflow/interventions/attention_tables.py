@@ -58,10 +58,12 @@ def attention_table(
         draws.append(drawn.assign(control=label))
     table = pd.concat(tables, ignore_index=True).rename(columns=RENAMED)
     draw_table = pd.concat(draws, ignore_index=True)
+    names = set(table["condition"]) | set(draw_table["condition"])
+    changed = pd.Series({name: answer_change_rate(scored, name) for name in names})
+    gated = scored.groupby("condition")["gated_steps"].mean() if "gated_steps" in scored else None
     for frame in (table, draw_table):
-        frame["answer_change_rate"] = [answer_change_rate(scored, c) for c in frame["condition"]]
-        if "gated_steps" in scored:
-            gated = scored.groupby("condition")["gated_steps"].mean()
+        frame["answer_change_rate"] = frame["condition"].map(changed)
+        if gated is not None:
             frame["mean_gated_steps"] = frame["condition"].map(gated)
     return table, draw_table.drop(columns=["draw_seed"])
 
